@@ -1,0 +1,1 @@
+"""Datasets: real formats, the synthetic SfM world, tuples and datamodules."""

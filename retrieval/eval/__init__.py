@@ -1,0 +1,1 @@
+"""Evaluation: exact benchmark protocols and metrics (plain numpy)."""

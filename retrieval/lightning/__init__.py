@@ -1,0 +1,1 @@
+"""Lightning glue: modules and callbacks that call the library's functions."""
