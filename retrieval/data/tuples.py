@@ -1,0 +1,691 @@
+"""Training tuples mined each epoch from an SfM database: sampling, positives, hard negatives.
+
+One epoch (Radenović et al., as in cirtorch): :func:`sample_epoch` draws ``qsize`` query-positive
+pairs and a pool of ``poolsize`` images; :func:`choose_positives` picks each query's positive;
+after the caller extracted descriptors of the queries and the pool, :func:`mine_hard_negatives`
+keeps for each query the ``nnum`` most similar pool images from distinct clusters (3D models)
+other than the query's. The result is an :class:`EpochTuples`, read by :class:`TupleDataset`.
+
+Everything here is pure logic on index arrays and descriptors (N x D rows); image extraction and
+the Lightning DataModule live elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from retrieval.data.transforms import prepare_image
+
+logger = logging.getLogger(__name__)
+
+POSITIVE_STRATEGIES = ("fixed", "random_topk_inliers", "hardest")
+STATISTIC_LOSSES = ("contrastive", "triplet")
+
+# Candidate positives of one split: entry i lists (image index, inliers) rows for image i.
+Candidates = Sequence[Any] | Mapping[int, Any]
+# Descriptors of any image: a precomputed N x D matrix or a function of a LongTensor of indices.
+DescLookup = Tensor | Callable[[Tensor], Tensor]
+
+
+# --------------------------------------------------------------------------------------------------
+# Hard-negative mining
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_long(values: Any, device: torch.device) -> Tensor:
+    """Any 1-D array-like of integers as a LongTensor on ``device``."""
+    if isinstance(values, Tensor):
+        return values.to(device=device, dtype=torch.long).reshape(-1)
+    return torch.as_tensor(np.asarray(values, dtype=np.int64), device=device).reshape(-1)
+
+
+def _first_occurrence(clusters: Tensor) -> Tensor:
+    """Mask of the entries whose cluster did not appear earlier in their row (B x w)."""
+    order = torch.sort(clusters, dim=1, stable=True).indices
+    sorted_cl = clusters.gather(1, order)
+    first_sorted = torch.ones_like(clusters, dtype=torch.bool)
+    first_sorted[:, 1:] = sorted_cl[:, 1:] != sorted_cl[:, :-1]
+    # The stable sort keeps equal clusters in ranking order, so the first of a run is the earliest.
+    return torch.empty_like(first_sorted).scatter_(1, order, first_sorted)
+
+
+def _ranked_top(sims: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """Top-``width`` pool indices and similarities per row, ordered by (similarity desc, index)."""
+    if width >= sims.shape[1]:
+        vals, idx = torch.sort(sims, dim=1, descending=True, stable=True)
+        return idx, vals
+    _, idx = torch.topk(sims, width, dim=1)
+    idx = torch.sort(idx, dim=1).values
+    vals = sims.gather(1, idx)
+    vals, order = torch.sort(vals, dim=1, descending=True, stable=True)
+    return idx.gather(1, order), vals
+
+
+def _walk_ranking(
+    idx: Tensor, vals: Tensor, pool_clusters: Tensor, q_clusters: Tensor, nnum: int, complete: bool
+) -> tuple[Tensor, Tensor]:
+    """Diverse-negative walk over ranked candidates (B x w); return the take mask and filled rows.
+
+    Unless the ranking covers the whole pool (``complete``), candidates tied with the last kept
+    similarity may not be the ones a full sort would rank first, so only strictly higher ones
+    count; rows that cannot fill ``nnum`` from those are widened by the caller.
+    """
+    cand_cl = pool_clusters[idx]
+    valid = _first_occurrence(cand_cl) & (cand_cl != q_clusters.unsqueeze(1))
+    if not complete:
+        valid &= vals > vals[:, -1:]
+    take = valid & (valid.cumsum(dim=1) <= nnum)
+    return take, take.sum(dim=1) == nnum
+
+
+def _check_mining_inputs(
+    query_desc: Tensor, pool_desc: Tensor, q_cl: Tensor, p_cl: Tensor, nnum: int, chunk_size: int
+) -> None:
+    """Raise a clear error on inconsistent shapes or sizes."""
+    if query_desc.ndim != 2 or pool_desc.ndim != 2:
+        raise ValueError(
+            "query_desc and pool_desc must be N x D descriptor rows; got shapes "
+            f"{tuple(query_desc.shape)} and {tuple(pool_desc.shape)}."
+        )
+    if query_desc.shape[1] != pool_desc.shape[1]:
+        raise ValueError(
+            f"query_desc has D={query_desc.shape[1]} but pool_desc has D={pool_desc.shape[1]}; "
+            "extract both with the same network."
+        )
+    if q_cl.numel() != query_desc.shape[0] or p_cl.numel() != pool_desc.shape[0]:
+        raise ValueError(
+            f"Need one cluster per descriptor: {query_desc.shape[0]} queries with "
+            f"{q_cl.numel()} query_clusters, {pool_desc.shape[0]} pool images with "
+            f"{p_cl.numel()} pool_clusters."
+        )
+    if nnum < 1:
+        raise ValueError(f"nnum must be >= 1 (data.nnum); got {nnum}.")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}.")
+
+
+def _unfillable_error(row: int, q_cluster: int, pool_clusters: Tensor, nnum: int) -> ValueError:
+    """Explain why a query cannot get ``nnum`` negatives from distinct other clusters."""
+    pool_set = set(pool_clusters.tolist())
+    others = len(pool_set - {q_cluster})
+    return ValueError(
+        f"Hard-negative mining: query {row} (cluster {q_cluster}) needs nnum={nnum} negatives "
+        f"from distinct other clusters, but the pool of {pool_clusters.numel()} images covers "
+        f"only {others} other clusters ({len(pool_set)} in all). Increase data.poolsize or lower "
+        "data.nnum (the split must have at least nnum + 1 clusters)."
+    )
+
+
+@torch.no_grad()
+def mine_hard_negatives(
+    query_desc: Tensor,
+    pool_desc: Tensor,
+    query_clusters: Any,
+    pool_clusters: Any,
+    nnum: int,
+    chunk_size: int = 1024,
+) -> tuple[Tensor, Tensor]:
+    """Diverse hard negatives: per query, the ``nnum`` most similar pool images, one per cluster.
+
+    Similarity is the inner product (descriptors L2-normalised). Walking each query's ranking of
+    the pool, most similar first with ties broken by lower pool index, an image is kept when its
+    cluster is neither the query's nor one already kept. Returns pool positions (Q x nnum,
+    LongTensor) and their similarities (Q x nnum), identical to that full-sort walk; computed on
+    ``query_desc``'s device in chunks of queries, from a top-k that widens only where needed.
+    """
+    device = query_desc.device
+    pool_desc = pool_desc.to(device=device, dtype=query_desc.dtype)
+    q_cl = _as_long(query_clusters, device)
+    p_cl = _as_long(pool_clusters, device)
+    _check_mining_inputs(query_desc, pool_desc, q_cl, p_cl, nnum, chunk_size)
+    num_q, num_pool = query_desc.shape[0], pool_desc.shape[0]
+    neg_idx = torch.empty((num_q, nnum), dtype=torch.long, device=device)
+    neg_sims = torch.empty((num_q, nnum), dtype=query_desc.dtype, device=device)
+    first_width = min(num_pool, max(8 * nnum, 32))
+    widened = 0
+    for start in range(0, num_q, chunk_size):
+        sims = query_desc[start : start + chunk_size] @ pool_desc.T
+        rows = torch.arange(sims.shape[0], device=device)
+        width = first_width
+        while rows.numel():
+            idx, vals = _ranked_top(sims[rows], width)
+            complete = width >= num_pool
+            take, filled = _walk_ranking(idx, vals, p_cl, q_cl[start + rows], nnum, complete)
+            done = start + rows[filled]
+            neg_idx[done] = idx[filled][take[filled]].view(-1, nnum)
+            neg_sims[done] = vals[filled][take[filled]].view(-1, nnum)
+            rows = rows[~filled]
+            if rows.numel() and complete:
+                row = start + int(rows[0])
+                raise _unfillable_error(row, int(q_cl[row]), p_cl, nnum)
+            widened += int(rows.numel())
+            width = min(num_pool, width * 4)
+    logger.debug("Mined %d queries x %d negatives (%d widenings).", num_q, nnum, widened)
+    return neg_idx, neg_sims
+
+
+def validate_mining_setup(
+    split: Mapping[str, Any],
+    nnum: int,
+    poolsize: int,
+    qsize: int | None = None,
+    candidates: Candidates | None = None,
+    prefix: str = "data",
+) -> None:
+    """Check at start-up that an SfM split and the mining settings can produce tuples.
+
+    Raises ValueError naming the offending key (``{prefix}.nnum``, ``{prefix}.poolsize``, split
+    keys); logs a warning where ``qsize`` / ``poolsize`` exceed what the split holds (they are then
+    clipped by :func:`sample_epoch`). ``candidates``, when given, must list a positive for every
+    query.
+    """
+    for key in ("cids", "cluster", "qidxs", "pidxs"):
+        if split.get(key) is None:
+            hint = (
+                " Mining needs the cluster (3D model / label) of every image; for a labelled "
+                "image list build the split with sfm_db_from_labels."
+                if key == "cluster"
+                else ""
+            )
+            raise ValueError(
+                f"SfM split is missing '{key}' (expected keys cids, cluster, qidxs, pidxs as in "
+                f"retrieval-SfM-120k).{hint}"
+            )
+    num_images = len(split["cids"])
+    clusters = np.asarray(split["cluster"], dtype=np.int64)
+    qidxs = np.asarray(split["qidxs"], dtype=np.int64)
+    pidxs = np.asarray(split["pidxs"], dtype=np.int64)
+    if clusters.shape != (num_images,):
+        raise ValueError(
+            f"SfM split 'cluster' has {clusters.size} entries for {num_images} 'cids'; "
+            "give one cluster id per image."
+        )
+    if qidxs.size == 0 or qidxs.shape != pidxs.shape:
+        raise ValueError(
+            f"SfM split needs as many 'qidxs' as 'pidxs' and at least one pair; got "
+            f"{qidxs.size} qidxs and {pidxs.size} pidxs."
+        )
+    for key, arr in (("qidxs", qidxs), ("pidxs", pidxs)):
+        if arr.min() < 0 or arr.max() >= num_images:
+            raise ValueError(
+                f"SfM split '{key}' holds indices outside [0, {num_images}) (the 'cids' range)."
+            )
+    if np.any(qidxs == pidxs):
+        raise ValueError("SfM split pairs an image with itself: some qidxs equal their pidxs.")
+    if nnum < 1:
+        raise ValueError(f"{prefix}.nnum must be >= 1; got {nnum}.")
+    num_clusters = np.unique(clusters).size
+    if num_clusters < nnum + 1:
+        raise ValueError(
+            f"The split has {num_clusters} clusters but {prefix}.nnum={nnum} negatives from "
+            f"distinct clusters other than the query's need at least {nnum + 1}; lower "
+            f"{prefix}.nnum or use more training data."
+        )
+    if poolsize < nnum:
+        raise ValueError(
+            f"{prefix}.poolsize={poolsize} is smaller than {prefix}.nnum={nnum}: the pool cannot "
+            f"hold nnum negatives. Raise {prefix}.poolsize (cirtorch uses 20000+)."
+        )
+    if poolsize > num_images:
+        logger.warning(
+            "%s.poolsize=%d exceeds the %d training images; the pool will be all of them.",
+            prefix,
+            poolsize,
+            num_images,
+        )
+    if qsize is not None and qsize > qidxs.size:
+        logger.warning(
+            "%s.qsize=%d exceeds the %d query-positive pairs; every pair is used each epoch.",
+            prefix,
+            qsize,
+            qidxs.size,
+        )
+    if candidates is not None:
+        has_none = [_candidate_rows(candidates, int(q))[0].size == 0 for q in np.unique(qidxs)]
+        missing = np.unique(qidxs)[np.asarray(has_none, dtype=bool)].tolist()
+        if missing:
+            raise ValueError(
+                f"{len(missing)} queries have no candidate positives in the sidecar (e.g. images "
+                f"{missing[:5]}); regenerate the positives sidecar or use {prefix}.positives=fixed."
+            )
+
+
+# --------------------------------------------------------------------------------------------------
+# Epoch sampling and positives
+# --------------------------------------------------------------------------------------------------
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator seeded from (seed, epoch): every process and a resumed run draw alike."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+
+
+def sample_epoch(
+    num_pairs: int, qsize: int, num_images: int, poolsize: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Draw one epoch's query-positive pair indices and negative-pool image indices.
+
+    As cirtorch, ``qsize`` and ``poolsize`` are clipped to ``num_pairs`` and ``num_images``; both
+    draws are without replacement and depend only on the generator's state.
+    """
+    if num_pairs < 1 or num_images < 1:
+        raise ValueError(
+            f"sample_epoch needs at least one pair and one image; got num_pairs={num_pairs}, "
+            f"num_images={num_images}."
+        )
+    if qsize < 1 or poolsize < 1:
+        raise ValueError(
+            f"data.qsize and data.poolsize must be >= 1; got qsize={qsize}, poolsize={poolsize}."
+        )
+    pairs = torch.randperm(num_pairs, generator=generator)[: min(qsize, num_pairs)]
+    pool = torch.randperm(num_images, generator=generator)[: min(poolsize, num_images)]
+    return pairs, pool
+
+
+def candidates_from_csr(offsets: Any, indices: Any, inliers: Any) -> list[np.ndarray]:
+    """Per-image candidate arrays (k x 2: index, inliers) from the sidecar's CSR arrays."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    rows = np.stack([np.asarray(indices, np.int64), np.asarray(inliers, np.int64)], axis=1)
+    return [rows[offsets[i] : offsets[i + 1]] for i in range(offsets.size - 1)]
+
+
+def _candidate_rows(candidates: Candidates, q: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate image indices and inlier counts of image ``q``, without ``q`` itself."""
+    try:
+        entry = candidates[q]
+    except (IndexError, KeyError):
+        entry = []
+    rows = np.asarray(entry, dtype=np.int64).reshape(-1, 2)
+    rows = rows[rows[:, 0] != q]
+    return rows[:, 0], rows[:, 1]
+
+
+def _random_topk_inliers(
+    qidxs: np.ndarray, candidates: Candidates, topk: int, generator: torch.Generator | None
+) -> Tensor:
+    """Per query, a uniform pick among its ``topk`` candidates with the most inliers."""
+    if topk < 1:
+        raise ValueError(f"topk (data.positive_topk) must be >= 1; got {topk}.")
+    draws = torch.rand(qidxs.size, generator=generator, dtype=torch.float64).numpy()
+    out = np.empty(qidxs.size, dtype=np.int64)
+    for j, q in enumerate(qidxs):
+        idx, inl = _candidate_rows(candidates, int(q))
+        if idx.size == 0:
+            raise ValueError(f"Query image {q} has no candidate positives in the sidecar.")
+        # Stable: equal inlier counts keep the sidecar's order.
+        best = idx[np.argsort(-inl, kind="stable")[:topk]]
+        out[j] = best[min(int(draws[j] * best.size), best.size - 1)]
+    return torch.from_numpy(out)
+
+
+def _lookup(desc_lookup: DescLookup, indices: Tensor) -> Tensor:
+    """Descriptors (M x D) of image ``indices`` from a matrix or a callable."""
+    if isinstance(desc_lookup, Tensor):
+        return desc_lookup[indices.to(desc_lookup.device)]
+    return desc_lookup(indices)
+
+
+def _hardest(
+    qidxs: np.ndarray, candidates: Candidates, query_desc: Tensor, desc_lookup: DescLookup
+) -> Tensor:
+    """Per query, the candidate positive least similar to it (ties: the first in the sidecar)."""
+    if query_desc.ndim != 2 or query_desc.shape[0] != qidxs.size:
+        raise ValueError(
+            f"query_desc must be Q x D with one row per query ({qidxs.size}); got shape "
+            f"{tuple(query_desc.shape)}."
+        )
+    rows = [_candidate_rows(candidates, int(q))[0] for q in qidxs]
+    empty = [int(q) for q, r in zip(qidxs, rows, strict=True) if r.size == 0]
+    if empty:
+        raise ValueError(f"Query images {empty[:5]} have no candidate positives in the sidecar.")
+    width = max(r.size for r in rows)
+    padded = np.full((qidxs.size, width), -1, dtype=np.int64)
+    for j, r in enumerate(rows):
+        padded[j, : r.size] = r
+    padded_t = torch.from_numpy(padded)
+    real = padded_t >= 0
+    # One lookup of the distinct candidates, then one similarity per (query, candidate) slot.
+    unique, inverse = torch.unique(padded_t[real], return_inverse=True)
+    dev = query_desc.device
+    cand_desc = _lookup(desc_lookup, unique).to(dev, query_desc.dtype)
+    owner = torch.arange(qidxs.size).unsqueeze(1).expand_as(padded_t)[real].to(dev)
+    sims = torch.full(padded.shape, float("inf"), dtype=query_desc.dtype, device=dev)
+    sims[real.to(dev)] = (query_desc[owner] * cand_desc[inverse.to(dev)]).sum(dim=1)
+    # Stable ascending sort: among equal similarities the earliest candidate wins.
+    pick = torch.sort(sims, dim=1, stable=True).indices[:, 0].cpu()
+    return padded_t.gather(1, pick.unsqueeze(1)).squeeze(1)
+
+
+def choose_positives(
+    strategy: str,
+    qidxs: Any,
+    pidxs: Any,
+    candidates: Candidates | None = None,
+    query_desc: Tensor | None = None,
+    desc_lookup: DescLookup | None = None,
+    topk: int = 5,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Positive image index (LongTensor, one per query) under a strategy.
+
+    ``fixed``: the database pair ``pidxs`` (cirtorch). ``random_topk_inliers``: uniform among the
+    ``topk`` candidates sharing the most 3D points, drawn from ``generator``. ``hardest``: the
+    candidate least similar to the query, given ``query_desc`` (Q x D, aligned with ``qidxs``) and
+    ``desc_lookup`` (an N x D matrix of all images or a callable from image indices to M x D).
+    ``candidates[q]`` lists (image index, inliers) rows for image ``q`` (the positives sidecar).
+    """
+    if strategy not in POSITIVE_STRATEGIES:
+        raise ValueError(
+            f"Unknown positive strategy {strategy!r} (data.positives); valid: "
+            f"{', '.join(POSITIVE_STRATEGIES)}."
+        )
+    q = _as_long(qidxs, torch.device("cpu")).numpy()
+    if strategy == "fixed":
+        p = _as_long(pidxs, torch.device("cpu"))
+        if p.numel() != q.size:
+            raise ValueError(f"Got {q.size} qidxs but {p.numel()} pidxs; pass one pair per query.")
+        return p
+    if candidates is None:
+        raise ValueError(
+            f"Positive strategy {strategy!r} needs the candidate positives sidecar "
+            "(candidates=...); use data.positives=fixed without it."
+        )
+    if strategy == "random_topk_inliers":
+        return _random_topk_inliers(q, candidates, topk, generator)
+    if query_desc is None or desc_lookup is None:
+        raise ValueError(
+            "Positive strategy 'hardest' needs query_desc (Q x D) and desc_lookup (an N x D "
+            "matrix or a callable from image indices to descriptors)."
+        )
+    return _hardest(q, candidates, query_desc, desc_lookup)
+
+
+# --------------------------------------------------------------------------------------------------
+# Epoch tuples: storage and statistics
+# --------------------------------------------------------------------------------------------------
+
+
+def _to_numpy(values: Any, dtype: Any) -> np.ndarray:
+    """Tensor (any device) or array-like as a numpy array of ``dtype``."""
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=dtype)
+
+
+@dataclass
+class EpochTuples:
+    """One epoch's tuples: image indices of queries, positives and negatives, and similarities."""
+
+    query: np.ndarray  # Q image indices
+    positive: np.ndarray  # Q image indices
+    negatives: np.ndarray  # Q x nnum image indices
+    neg_sims: np.ndarray | None = None  # Q x nnum query-negative similarities at mining time
+    pos_sims: np.ndarray | None = None  # Q query-positive similarities at mining time
+    epoch: int | None = None
+    cids: list[str] | None = None  # image ids the indices refer to
+
+    def __post_init__(self) -> None:
+        self.query = _to_numpy(self.query, np.int64).reshape(-1)
+        self.positive = _to_numpy(self.positive, np.int64).reshape(-1)
+        self.negatives = _to_numpy(self.negatives, np.int64)
+        num = self.query.size
+        if self.negatives.ndim == 1 and num:
+            self.negatives = self.negatives.reshape(num, -1)
+        if self.positive.size != num or self.negatives.ndim != 2 or self.negatives.shape[0] != num:
+            raise ValueError(
+                f"EpochTuples needs Q queries, Q positives and Q x nnum negatives; got "
+                f"{num}, {self.positive.size} and shape {self.negatives.shape}."
+            )
+        if self.neg_sims is not None:
+            self.neg_sims = _to_numpy(self.neg_sims, np.float32).reshape(self.negatives.shape)
+        if self.pos_sims is not None:
+            self.pos_sims = _to_numpy(self.pos_sims, np.float32).reshape(num)
+        if self.cids is not None:
+            self.cids = [str(c) for c in self.cids]
+
+    def __len__(self) -> int:
+        return int(self.query.size)
+
+    @property
+    def nnum(self) -> int:
+        """Negatives per tuple."""
+        return int(self.negatives.shape[1])
+
+    def image_indices(self, i: int) -> list[int]:
+        """Image indices of tuple ``i``: query, positive, then its negatives."""
+        return [int(self.query[i]), int(self.positive[i]), *(int(n) for n in self.negatives[i])]
+
+    def save(self, path: str | Path) -> None:
+        """Write to ``path`` as an uncompressed ``.npz`` (no pickle), atomically."""
+        arrays: dict[str, np.ndarray] = {
+            "query": self.query,
+            "positive": self.positive,
+            "negatives": self.negatives,
+        }
+        for key in ("neg_sims", "pos_sims"):
+            if getattr(self, key) is not None:
+                arrays[key] = getattr(self, key)
+        if self.epoch is not None:
+            arrays["epoch"] = np.asarray(self.epoch, dtype=np.int64)
+        if self.cids is not None:
+            arrays["cids"] = np.asarray(self.cids, dtype=np.str_)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path) -> EpochTuples:
+        """Read tuples written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Epoch tuples file not found: {path}.")
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"query", "positive", "negatives"} - set(data.files)
+            if missing:
+                raise ValueError(f"{path} is not an EpochTuples file: missing {sorted(missing)}.")
+            return cls(
+                query=data["query"],
+                positive=data["positive"],
+                negatives=data["negatives"],
+                neg_sims=data["neg_sims"] if "neg_sims" in data.files else None,
+                pos_sims=data["pos_sims"] if "pos_sims" in data.files else None,
+                epoch=int(data["epoch"]) if "epoch" in data.files else None,
+                cids=data["cids"].tolist() if "cids" in data.files else None,
+            )
+
+
+@torch.no_grad()
+def mining_statistics(
+    query_desc: Tensor,
+    pos_desc: Tensor,
+    neg_desc: Tensor,
+    margin: float,
+    loss: str = "contrastive",
+) -> dict[str, float]:
+    """Summary of mined tuples: mean distances and how many tuples still carry a loss.
+
+    Inputs are query Q x D, positive Q x D and negatives Q x K x D. The per-tuple loss follows
+    cirtorch: contrastive ``0.5 d_p^2 + sum_k 0.5 max(0, m - d_k)^2``, triplet ``sum_k max(0,
+    m + d_p^2 - d_k^2)``. ``active_negative_fraction`` counts tuples with a negative inside the
+    margin (the contrastive positive term alone makes almost every loss non-zero).
+    """
+    if loss not in STATISTIC_LOSSES:
+        raise ValueError(f"Unknown loss {loss!r}; valid: {', '.join(STATISTIC_LOSSES)}.")
+    if (
+        query_desc.ndim != 2
+        or pos_desc.shape != query_desc.shape
+        or neg_desc.ndim != 3
+        or neg_desc.shape[0] != query_desc.shape[0]
+        or neg_desc.shape[2] != query_desc.shape[1]
+    ):
+        raise ValueError(
+            "mining_statistics expects query Q x D, positive Q x D and negatives Q x K x D; got "
+            f"{tuple(query_desc.shape)}, {tuple(pos_desc.shape)}, {tuple(neg_desc.shape)}."
+        )
+    sq_pos = (query_desc - pos_desc).pow(2).sum(dim=1).double()
+    sq_neg = (query_desc.unsqueeze(1) - neg_desc).pow(2).sum(dim=2).double()
+    d_pos, d_neg = sq_pos.sqrt(), sq_neg.sqrt()
+    if loss == "contrastive":
+        hinge = (margin - d_neg).clamp_min(0)
+        per_tuple = 0.5 * sq_pos + 0.5 * hinge.pow(2).sum(dim=1)
+    else:
+        hinge = (margin + sq_pos.unsqueeze(1) - sq_neg).clamp_min(0)
+        per_tuple = hinge.sum(dim=1)
+    return {
+        "mean_pos_dist": float(d_pos.mean()),
+        "mean_neg_dist": float(d_neg.mean()),
+        "mean_loss": float(per_tuple.mean()),
+        "nonzero_loss_fraction": float((per_tuple > 0).double().mean()),
+        "active_negative_fraction": float((hinge > 0).any(dim=1).double().mean()),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# SfM-like split from labels
+# --------------------------------------------------------------------------------------------------
+
+
+def _label_ids(labels: Sequence[Hashable]) -> np.ndarray:
+    """Integer cluster ids: integer labels are kept, others numbered by first appearance."""
+    if all(isinstance(lab, int | np.integer) and not isinstance(lab, bool) for lab in labels):
+        return np.asarray(labels, dtype=np.int64)
+    numbering: dict[Hashable, int] = {}
+    return np.asarray([numbering.setdefault(lab, len(numbering)) for lab in labels], np.int64)
+
+
+def sfm_db_from_labels(
+    labels: Sequence[Hashable],
+    positives_per_query: int = 1,
+    cids: Sequence[str] | None = None,
+    max_candidates: int | None = None,
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """An SfM-like split from image labels, so that data without 3D models mines alike.
+
+    ``cluster`` is the label. Every image sharing its label with another is a query, paired with
+    ``positives_per_query`` other images of the label (fewer if the label is small), drawn from a
+    random cyclic order of the label's images: an image's positives follow it in that order.
+    ``candidates[i]`` (k x 2 arrays of (image index, inliers = 1)) lists the other images of the
+    label in the same order, capped at ``max_candidates``. Single-image labels give no query but
+    stay in the split as negatives. Returns {cids, cluster, qidxs, pidxs, bbxs, candidates}.
+    """
+    if len(labels) == 0:
+        raise ValueError("sfm_db_from_labels: the label list is empty.")
+    if positives_per_query < 1:
+        raise ValueError(f"positives_per_query must be >= 1; got {positives_per_query}.")
+    if max_candidates is not None and max_candidates < positives_per_query:
+        raise ValueError(
+            f"max_candidates={max_candidates} must be >= positives_per_query="
+            f"{positives_per_query} (the positives are candidates too)."
+        )
+    if cids is not None and len(cids) != len(labels):
+        raise ValueError(f"Got {len(cids)} cids for {len(labels)} labels; pass one id per image.")
+    if generator is None:
+        generator = torch.Generator().manual_seed(seed)
+    clusters = _label_ids(labels)
+    order = np.argsort(clusters, kind="stable")
+    bounds = np.flatnonzero(np.diff(clusters[order])) + 1
+    candidates: list[np.ndarray] = [np.empty((0, 2), dtype=np.int64)] * clusters.size
+    positives: dict[int, np.ndarray] = {}
+    for members in np.split(order, bounds):
+        n = members.size
+        if n < 2:
+            continue
+        cycle = members[torch.randperm(n, generator=generator).numpy()]
+        k = n - 1 if max_candidates is None else min(n - 1, max_candidates)
+        # Row j: the k images following cycle[j] in the cyclic order.
+        follow = cycle[(np.arange(n)[:, None] + np.arange(1, k + 1)[None, :]) % n]
+        for img, others in zip(cycle, follow, strict=True):
+            candidates[img] = np.stack([others, np.ones_like(others)], axis=1)
+            positives[int(img)] = others[:positives_per_query]
+    if not positives:
+        raise ValueError(
+            "sfm_db_from_labels: no label has two images, so no query-positive pair exists; "
+            "each object needs at least two images."
+        )
+    qidxs = [q for q in sorted(positives) for _ in positives[q]]
+    pidxs = [int(p) for q in sorted(positives) for p in positives[q]]
+    names = cids if cids is not None else range(len(labels))
+    return {
+        "cids": [str(c) for c in names],
+        "cluster": clusters.tolist(),
+        "qidxs": qidxs,
+        "pidxs": pidxs,
+        "bbxs": [None] * len(qidxs),
+        "candidates": candidates,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Dataset
+# --------------------------------------------------------------------------------------------------
+
+TupleItem = tuple[list[Tensor], Tensor]
+
+
+class TupleDataset(Dataset):
+    """Training tuples as images: item i is ([query, positive, n_1..n_k], target [-1, 1, 0..0])."""
+
+    def __init__(
+        self,
+        image_paths: Sequence[str | Path],
+        tuples: EpochTuples | None,
+        max_side: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+    ) -> None:
+        self.image_paths = list(image_paths)
+        self.max_side = int(max_side)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.tuples: EpochTuples | None = None
+        if tuples is not None:
+            self.set_tuples(tuples)
+
+    def set_tuples(self, tuples: EpochTuples) -> None:
+        """Replace the tuples (new epoch), checking their indices against the image list."""
+        if len(tuples):
+            top = max(tuples.query.max(), tuples.positive.max(), tuples.negatives.max(initial=0))
+            if top >= len(self.image_paths):
+                raise ValueError(
+                    f"Epoch tuples refer to image {top} but only {len(self.image_paths)} image "
+                    "paths were given; mine with the same split as the dataset."
+                )
+        self.tuples = tuples
+
+    def __len__(self) -> int:
+        return 0 if self.tuples is None else len(self.tuples)
+
+    def __getitem__(self, i: int) -> TupleItem:
+        if self.tuples is None:
+            raise RuntimeError("TupleDataset has no tuples yet; mine an epoch and set_tuples().")
+        indices = self.tuples.image_indices(i)
+        images = [
+            prepare_image(self.image_paths[j], self.max_side, self.mean, self.std) for j in indices
+        ]
+        target = torch.zeros(len(indices), dtype=torch.long)
+        target[0], target[1] = -1, 1
+        return images, target
+
+
+def collate_tuples(batch: Sequence[TupleItem]) -> list[TupleItem]:
+    """Keep a batch as a list of (images, target) tuples: images differ in size."""
+    return list(batch)
