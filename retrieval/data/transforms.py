@@ -1,0 +1,85 @@
+"""Image loading, resizing, cropping and batching of variable-size images."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision.transforms.functional import normalize, pil_to_tensor
+
+Box = tuple[float, float, float, float]
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open an image as RGB, with an error naming the file when it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Image not found: {path}. Check data.root and the dataset layout.")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(
+            f"Corrupt or unreadable image: {path} ({err}). Re-download or remove it."
+        ) from err
+
+
+def resize_longest(img: Image.Image, max_side: int, upscale: bool = False) -> Image.Image:
+    """Resize so that the longest side is `max_side`, keeping the aspect ratio.
+
+    Like cirtorch's `imresize` (a thumbnail), images are only shrunk unless `upscale` is set.
+    """
+    w, h = img.size
+    scale = max_side / max(w, h)
+    if scale >= 1 and not upscale:
+        return img
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return img.resize(size, Image.Resampling.BICUBIC)
+
+
+def crop_box(img: Image.Image, box: Box | None) -> tuple[Image.Image, float]:
+    """Crop a query box; return the crop and the factor that keeps it at the full image's scale.
+
+    As cirtorch v1.2, a cropped query is resized with `max_side * max(crop) / max(full)`, so
+    the object has the same pixel scale as in the full image resized to `max_side`.
+    """
+    if box is None:
+        return img, 1.0
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not (x2 > x1 and y2 > y1):
+        raise ValueError(f"Invalid query box {box}: expected x1 < x2 and y1 < y2.")
+    full_side = max(img.size)
+    crop = img.crop((round(x1), round(y1), round(x2), round(y2)))
+    return crop, max(crop.size) / full_side
+
+
+def to_tensor(img: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """PIL image to a normalised float tensor 3 x H x W."""
+    x = pil_to_tensor(img).float().div_(255.0)
+    return normalize(x, list(mean), list(std))
+
+
+def prepare_image(
+    path: str | Path,
+    max_side: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    box: Box | None = None,
+) -> torch.Tensor:
+    """Load, optionally crop a query box, shrink to `max_side` (crops to scale) and normalise."""
+    img = load_image(path)
+    img, crop_factor = crop_box(img, box)
+    side = max(1, round(max_side * crop_factor))
+    return to_tensor(resize_longest(img, side), mean, std)
+
+
+def pad_batch(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack 3 x h_i x w_i tensors into a batch zero-padded at the bottom/right, and sizes B x 2."""
+    sizes = torch.tensor([[img.shape[-2], img.shape[-1]] for img in images], dtype=torch.long)
+    h, w = (int(v) for v in sizes.max(dim=0).values)
+    batch = images[0].new_zeros((len(images), images[0].shape[0], h, w))
+    for i, img in enumerate(images):
+        batch[i, :, : img.shape[-2], : img.shape[-1]] = img
+    return batch, sizes

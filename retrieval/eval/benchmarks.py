@@ -1,0 +1,157 @@
+"""Benchmarks end to end: load, extract (cached), search (FAISS), score with the exact protocol."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from retrieval.data import formats
+from retrieval.data.formats import RetrievalBenchmark
+from retrieval.eval import metrics
+from retrieval.extract import cached_extract, extract_descriptors, extraction_key
+from retrieval.index import search
+
+log = logging.getLogger(__name__)
+
+REVISITED = ("roxford5k", "rparis6k")
+OXFORD = ("oxford5k", "paris6k")
+BENCHMARKS = (
+    "synthetic-rox",
+    *REVISITED,
+    *(f"{n}+r1m" for n in REVISITED),
+    *OXFORD,
+    "ukbench",
+    "synthetic-ukbench",
+    "holidays",
+    "generic",
+)
+
+
+def load_benchmark(
+    name: str, root: str | Path, generic_root: str | Path | None = None
+) -> RetrievalBenchmark:
+    """Load a benchmark by name from a data root (the folder holding test/<name>)."""
+    if name.endswith("+r1m"):
+        return formats.load_revisitop(root, name[: -len("+r1m")], distractors=True)
+    if name in REVISITED or name.startswith("synthetic-rox"):
+        return formats.load_revisitop(root, name)
+    if name in OXFORD:
+        return formats.load_oxford(root, name)
+    if name == "ukbench":
+        return formats.load_ukbench(root)
+    if name == "synthetic-ukbench":
+        return formats.load_ukbench(formats.test_dir(root, "synthetic-ukbench"))
+    if name == "holidays":
+        return formats.load_holidays(root)
+    if name == "generic":
+        if generic_root is None:
+            raise ValueError("datasets=[generic] needs generic_root=FOLDER (with groundtruth.csv)")
+        return formats.load_generic(generic_root)
+    raise ValueError(f"Unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
+
+
+def leave_one_out_benchmark(name: str, paths: list[Path], labels: np.ndarray) -> RetrievalBenchmark:
+    """Every image queries all the others; positives share its label, itself is junk."""
+    labels = np.asarray(labels)
+    gnd = []
+    for i, label in enumerate(labels):
+        same = np.flatnonzero(labels == label)
+        gnd.append({"ok": same[same != i], "junk": np.array([i])})
+    return RetrievalBenchmark(
+        name,
+        list(paths),
+        list(paths),
+        [None] * len(paths),
+        gnd,
+        "generic",
+        labels=[str(v) for v in labels],
+        query_db_index=np.arange(len(paths)),
+    )
+
+
+def score_ranks(benchmark: RetrievalBenchmark, ranks: np.ndarray) -> dict[str, float]:
+    """The benchmark's figures (percent, except the N-S score) for Q x K ranks."""
+    n_db = len(benchmark.images)
+    if benchmark.protocol == "revisited":
+        return metrics.evaluate_revisited(ranks, benchmark.gnd, n_db=n_db)
+    mean_ap, _, mean_pk, _ = metrics.compute_map(ranks, benchmark.gnd, (1, 5, 10), n_db=n_db)
+    results = {"mAP": 100.0 * mean_ap}
+    results.update({f"mP@{k}": 100.0 * float(p) for k, p in zip((1, 5, 10), mean_pk, strict=True)})
+    if benchmark.protocol == "ukbench" and benchmark.labels is not None:
+        labels = np.asarray(benchmark.labels)
+        results["N-S"] = metrics.ukbench_ns_score(ranks, labels)
+    return results
+
+
+@dataclass
+class ExtractionSettings:
+    """How a benchmark's images are turned into descriptors."""
+
+    image_size: int = 1024
+    scales: tuple[float, ...] = (1.0,)
+    batch_size: int = 16
+    precision: str = "fp32"
+    device: str | torch.device = "cpu"
+    num_workers: int = 0
+    progress: bool = True
+
+
+def extract_benchmark(
+    net: torch.nn.Module,
+    benchmark: RetrievalBenchmark,
+    settings: ExtractionSettings,
+    cache_dir: str | Path | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Database and query descriptors (queries cropped to their boxes), cached on disk."""
+
+    def run(paths: list[Path], boxes: list | None, what: str) -> np.ndarray:
+        options = dict(
+            max_side=settings.image_size,
+            scales=tuple(settings.scales),
+            precision=settings.precision,
+        )
+        key = extraction_key(net, f"{benchmark.name}/{what}", paths, boxes, **options)
+        return cached_extract(
+            cache_dir,
+            key,
+            lambda: extract_descriptors(
+                net,
+                paths,
+                boxes=boxes,
+                batch_size=settings.batch_size,
+                device=settings.device,
+                num_workers=settings.num_workers,
+                progress=settings.progress,
+                desc=f"{benchmark.name} {what}",
+                **options,
+            ),
+        )
+
+    database = run(list(benchmark.images), None, "database")
+    boxes = list(benchmark.query_boxes)
+    queries = run(
+        list(benchmark.queries), boxes if any(b is not None for b in boxes) else None, "queries"
+    )
+    return database, queries
+
+
+def evaluate_net(
+    net: torch.nn.Module,
+    benchmark: RetrievalBenchmark,
+    settings: ExtractionSettings,
+    cache_dir: str | Path | None = None,
+    topk: int | None = None,
+    index_type: str = "flat",
+    postprocess: Any = None,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Extract, search and score one benchmark: (figures, ranks Q x K)."""
+    database, queries = extract_benchmark(net, benchmark, settings, cache_dir)
+    if postprocess is not None:
+        database, queries = postprocess(database, queries)
+    _, ranks = search(database, queries, k=topk, index_type=index_type)
+    return score_ranks(benchmark, ranks), ranks

@@ -1,0 +1,61 @@
+"""Nearest-neighbour search over descriptors with FAISS (inner product on L2-normalised rows)."""
+
+from __future__ import annotations
+
+import logging
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+INDEX_TYPES = ("flat", "ivfpq", "hnsw")
+
+
+def build_index(
+    database: np.ndarray,
+    index_type: str = "flat",
+    nlist: int | None = None,
+    pq_m: int | None = None,
+    hnsw_m: int = 32,
+    use_gpu: bool = False,
+) -> faiss.Index:
+    """A FAISS inner-product index over N x D database descriptors."""
+    database = np.ascontiguousarray(database, dtype=np.float32)
+    n, d = database.shape
+    if index_type == "flat":
+        index = faiss.IndexFlatIP(d)
+    elif index_type == "ivfpq":
+        nlist = nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))
+        pq_m = pq_m or _largest_divisor(d, limit=64)
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+        index.train(database)
+        index.nprobe = min(nlist, 16)
+    elif index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    else:
+        raise ValueError(f"Unknown index type {index_type!r}; valid: {', '.join(INDEX_TYPES)}")
+    if use_gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+    index.add(database)
+    return index
+
+
+def _largest_divisor(d: int, limit: int) -> int:
+    """The largest number of PQ sub-quantisers <= limit that divides d."""
+    return next(m for m in range(min(limit, d), 0, -1) if d % m == 0)
+
+
+def search(
+    database: np.ndarray,
+    queries: np.ndarray,
+    k: int | None = None,
+    index_type: str = "flat",
+    **index_args: object,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (default: all) database rows per query: (scores Q x k, ranks Q x k), best first."""
+    k = database.shape[0] if k is None else min(int(k), database.shape[0])
+    index = build_index(database, index_type, **index_args)
+    scores, ranks = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return scores, ranks.astype(np.int64)

@@ -1,0 +1,186 @@
+"""RetrievalNet: backbone -> pooling -> L2 -> (whitening -> L2), rebuildable from its `meta`."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from retrieval.models.backbones import Backbone, build_backbone
+from retrieval.models.pooling import NeuralCodes, build_pooling
+
+
+class RetrievalNet(nn.Module):
+    """An image-retrieval network producing L2-normalised global descriptors (N x D rows)."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        pooling: nn.Module,
+        whitening: nn.Linear | None,
+        meta: dict[str, Any],
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.pooling = pooling
+        self.whitening = whitening
+        self.meta = meta
+
+    @property
+    def out_dim(self) -> int:
+        return int(self.meta["out_dim"])
+
+    def feature_mask(self, image_sizes: torch.Tensor, map_size: tuple[int, int]) -> torch.Tensor:
+        """Validity mask (B x h x w) of the feature map for images padded at the bottom/right."""
+        h, w = map_size
+        mask = torch.zeros((len(image_sizes), h, w), dtype=torch.bool, device=image_sizes.device)
+        for i, (ih, iw) in enumerate(image_sizes.tolist()):
+            fh, fw = self.backbone.feature_size(ih, iw)
+            mask[i, :fh, :fw] = True
+        return mask
+
+    def pool(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled, L2-normalised descriptors before whitening."""
+        return F.normalize(self.pooling(features, mask=mask), dim=-1)
+
+    def forward(
+        self, images: torch.Tensor, image_sizes: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Descriptors of a batch; `image_sizes` (B x 2) marks the valid part of padded images."""
+        features = self.backbone(images)
+        mask = None
+        if image_sizes is not None:
+            full = torch.tensor(images.shape[-2:], device=image_sizes.device)
+            if bool((image_sizes < full).any()):  # some images are padded
+                mask = self.feature_mask(image_sizes, tuple(features.shape[-2:]))
+        return self.whiten(self.pool(features, mask))
+
+    def whiten(self, descriptors: torch.Tensor) -> torch.Tensor:
+        """Apply the whitening layer (if any) and re-normalise."""
+        if self.whitening is None:
+            return descriptors
+        return F.normalize(self.whitening(descriptors), dim=-1)
+
+
+def build_net(
+    backbone: str = "efficientnet_lite0",
+    pooling: str = "gem",
+    pooling_args: dict[str, Any] | None = None,
+    weights: str = "none",
+    whitening: int | None = None,
+) -> RetrievalNet:
+    """Build a RetrievalNet from names; `whitening` is the output dimension of a whitening layer."""
+    pooling_args = dict(pooling_args or {})
+    trunk = build_backbone(backbone, weights=weights)
+    if pooling == "neural_codes":
+        head, grid = trunk.classifier_head(pooling_args.get("layer", "fc7"))
+        pool = NeuralCodes(head, grid)
+    else:
+        pool = build_pooling(pooling, **pooling_args)
+    pooled_dim = pool.out_dim(trunk.out_dim)
+    whiten = None
+    if whitening:
+        whiten = nn.Linear(pooled_dim, int(whitening), bias=True)
+        _init_whitening_identity(whiten)
+    meta = {
+        "backbone": backbone,
+        "pooling": pooling,
+        "pooling_args": pooling_args,
+        "whitening": int(whitening) if whitening else None,
+        "mean": list(trunk.mean),
+        "std": list(trunk.std),
+        "pooled_dim": int(pooled_dim),
+        "out_dim": int(whitening) if whitening else int(pooled_dim),
+    }
+    return RetrievalNet(trunk, pool, whiten, meta)
+
+
+def _init_whitening_identity(layer: nn.Linear) -> None:
+    """Start a whitening layer as a projection on the leading coordinates (identity when square)."""
+    with torch.no_grad():
+        layer.weight.zero_()
+        n = min(layer.weight.shape)
+        layer.weight[:n, :n] = torch.eye(n)
+        layer.bias.zero_()
+
+
+def net_from_meta(meta: dict[str, Any]) -> RetrievalNet:
+    """Rebuild an (untrained) network from a checkpoint's meta."""
+    return build_net(
+        backbone=meta["backbone"],
+        pooling=meta["pooling"],
+        pooling_args=meta.get("pooling_args"),
+        weights="none",
+        whitening=meta.get("whitening"),
+    )
+
+
+def save_checkpoint(path: str | Path, net: RetrievalNet, **extra: Any) -> Path:
+    """Write {'meta', 'state_dict', **extra} atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"meta": copy.deepcopy(net.meta), "state_dict": net.state_dict(), **extra}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> RetrievalNet:
+    """Rebuild a network from our checkpoint or a Lightning checkpoint of RetrievalModule."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint not found: {path}")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    meta = payload.get("meta") or payload.get("hyper_parameters", {}).get("net_meta")
+    if meta is None:
+        raise ValueError(
+            f"{path} has no 'meta' describing the network (backbone, pooling, whitening): "
+            "it was not written by retrieval. Load raw weights with backbone.weights=PATH instead."
+        )
+    state = payload["state_dict"]
+    if any(k.startswith("net.") for k in state):  # Lightning: the module holds the net as `net`
+        state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
+    net = net_from_meta(meta)
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"Checkpoint {path} does not fit its network ({meta['backbone']}-{meta['pooling']}): "
+            f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, "
+            f"shape mismatches {mismatched[:5]}"
+        )
+    net.load_state_dict(state)
+    return net
+
+
+def embed_images(net: RetrievalNet, images: list[torch.Tensor]) -> torch.Tensor:
+    """Descriptors of variable-size images (list of 3 x h x w), batching those of equal size.
+
+    Grouping by size keeps every forward exact (no padding), so a batch gives the same descriptors
+    and gradients as one image at a time, while equal-size images share one forward pass.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(tuple(img.shape[-2:]), []).append(i)
+    out: torch.Tensor | None = None
+    for indices in groups.values():
+        desc = net(torch.stack([images[i] for i in indices]))
+        if out is None:
+            out = desc.new_empty((len(images), desc.shape[1]))
+        out[indices] = desc
+    assert out is not None, "embed_images needs at least one image"
+    return out

@@ -1,0 +1,149 @@
+"""The evaluation job: a checkpoint or an off-the-shelf network on one or more benchmarks."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from retrieval.config import build_net_from_config, validate_network_config
+from retrieval.data import formats
+from retrieval.eval.benchmarks import ExtractionSettings, evaluate_net, load_benchmark
+from retrieval.extract import cached_extract, extract_descriptors, extraction_key
+from retrieval.models.net import RetrievalNet, load_checkpoint
+from retrieval.models.whitening import apply_whitening, learn_whitening, pca_whitening
+from retrieval.pipelines.report import markdown_table
+
+log = logging.getLogger(__name__)
+
+WHITENINGS = (None, "learned", "pca")
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_network(cfg: DictConfig) -> RetrievalNet:
+    """The checkpoint's network, or the one the backbone/pooling groups describe."""
+    if cfg.get("checkpoint"):
+        return load_checkpoint(str(cfg.checkpoint))
+    validate_network_config(cfg)
+    return build_net_from_config(cfg)
+
+
+def evaluation_root(cfg: DictConfig) -> Path:
+    """The data root: the configured one, or the synthetic world."""
+    if cfg.get("data_root"):
+        return Path(str(cfg.data_root)).expanduser()
+    from retrieval.data.synthetic import SyntheticConfig, ensure_world
+
+    return ensure_world(None, SyntheticConfig(**OmegaConf.to_container(cfg.synthetic)))
+
+
+def whitening_postprocess(
+    cfg: DictConfig,
+    net: RetrievalNet,
+    root: Path,
+    settings: ExtractionSettings,
+    cache_dir: Path | None,
+) -> Any:
+    """A (database, queries) -> whitened pair function, learned once and cached, or None."""
+    kind = cfg.get("whitening")
+    if kind not in WHITENINGS:
+        raise ValueError(f"Invalid config `whitening`: {kind!r}; valid: null, learned, pca")
+    if kind is None:
+        return None
+    name = str(cfg.get("whitening_data") or _default_whitening_data(root))
+    pairs = formats.read_whiten_pairs(formats.sfm_whiten_path(root, name))
+    options = dict(
+        max_side=settings.image_size, scales=tuple(settings.scales), precision=settings.precision
+    )
+    key = extraction_key(net, f"{name}/whitening", pairs.image_paths, **options)
+    descriptors = cached_extract(
+        cache_dir,
+        key,
+        lambda: extract_descriptors(
+            net,
+            pairs.image_paths,
+            batch_size=settings.batch_size,
+            device=settings.device,
+            desc=f"{name} whitening",
+            progress=settings.progress,
+            **options,
+        ),
+    )
+    if kind == "learned":
+        mean, projection = learn_whitening(descriptors, pairs.qidxs, pairs.pidxs)
+    else:
+        mean, projection = pca_whitening(descriptors)
+    dim = cfg.get("whitening_dim")
+
+    def whiten(database: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            apply_whitening(database, mean, projection, dim),
+            apply_whitening(queries, mean, projection, dim),
+        )
+
+    return whiten
+
+
+def _default_whitening_data(root: Path) -> str:
+    for name in ("synthetic-sfm", "retrieval-SfM-120k", "retrieval-SfM-30k"):
+        if formats.sfm_whiten_path(root, name).is_file():
+            return name
+    raise FileNotFoundError(
+        f"No whitening pairs under {root}/train; set whitening_data=NAME or download them with "
+        f"`{formats.download_command('retrieval-SfM-120k', root)}`."
+    )
+
+
+def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Evaluate on every configured benchmark; write results.json and the ranks."""
+    net = load_network(cfg)
+    root = evaluation_root(cfg)
+    output_dir = Path(str(cfg.output_dir))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(str(cfg.cache_dir)) / "descriptors" if cfg.get("cache_dir") else None
+    settings = ExtractionSettings(
+        image_size=int(cfg.image_size),
+        scales=tuple(float(s) for s in cfg.scales),
+        batch_size=int(cfg.batch_size),
+        precision=str(cfg.precision),
+        device=resolve_device(str(cfg.device)),
+    )
+    postprocess = whitening_postprocess(cfg, net, root, settings, cache_dir)
+    results: dict[str, dict[str, float]] = {}
+    for name in cfg.datasets:
+        benchmark = load_benchmark(str(name), root, cfg.get("generic_root"))
+        figures, ranks = evaluate_net(
+            net, benchmark, settings, cache_dir, topk=cfg.get("topk"), postprocess=postprocess
+        )
+        if cfg.get("topk") and ranks.shape[1] < len(benchmark.images):
+            log.info(
+                "%s: ranks truncated to the top %d of %d images",
+                benchmark.name,
+                ranks.shape[1],
+                len(benchmark.images),
+            )
+        results[benchmark.name] = figures
+        np.save(output_dir / f"ranks_{benchmark.name}.npy", ranks)
+    payload = {
+        "results": results,
+        "network": net.meta,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    (output_dir / "results.json").write_text(json.dumps(payload, indent=2, default=str))
+    return results
+
+
+def format_results(results: dict[str, dict[str, float]]) -> str:
+    """The results as a Markdown table."""
+    return markdown_table(results)
