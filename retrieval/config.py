@@ -22,11 +22,11 @@ def _check(condition: bool, key: str, message: str) -> None:
 def validate_network_config(cfg: DictConfig) -> None:
     """Check backbone weights and pooling arguments before anything is built."""
     weights = str(cfg.backbone.get("weights", "none"))
-    if weights not in ("none", "imagenet"):
+    if weights != "none" and not weights.startswith("imagenet"):
         _check(
             Path(weights).expanduser().is_file(),
             "backbone.weights",
-            f"{weights!r} is neither 'none', 'imagenet' nor an existing state-dict file.",
+            f"{weights!r} is neither 'none', 'imagenet[:VERSION]' nor an existing state-dict file.",
         )
     args = cfg.pooling.get("args") or {}
     if "p" in args:

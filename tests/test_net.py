@@ -90,3 +90,18 @@ def test_checkpoint_without_meta_is_refused(tmp_path):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_neural_codes_equal_torchvision_alexnet_fc6_at_224():
+    torch.manual_seed(0)
+    net = build_net("alexnet", "neural_codes", {"layer": "fc6"}).eval()
+    x = torch.rand(2, 3, 224, 224)
+    # torchvision's own path to fc6, with the same weights: the trunk shares them with the head.
+    alexnet = net.backbone.features
+    head = net.pooling.head
+    linear = next(m for m in head.modules() if isinstance(m, torch.nn.Linear))
+    full = torch.nn.functional.adaptive_avg_pool2d(
+        torch.nn.functional.max_pool2d(alexnet(x), kernel_size=3, stride=2), (6, 6)
+    )
+    fc6 = torch.relu(linear(full.flatten(1)))
+    torch.testing.assert_close(net(x), F.normalize(fc6, dim=1), rtol=1e-5, atol=1e-6)

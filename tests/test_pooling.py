@@ -20,7 +20,7 @@ from retrieval.models.pooling import (
     build_pooling,
     crow,
     gem,
-    grid_avg,
+    grid_max,
     mac,
     rgem,
     rmac,
@@ -280,16 +280,16 @@ def test_crow_zero_map_gives_zero_descriptor_and_finite_gradient():
         CroW(a=0.0)
 
 
-def test_grid_avg_and_neural_codes_hand_values():
+def test_grid_max_and_neural_codes_hand_values():
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
-    # 2 x 2 blocks of [[0..3], [4..7], [8..11], [12..15]]: means 2.5, 4.5, 10.5, 12.5
-    assert grid_avg(x, (2, 2)).tolist() == [[2.5, 4.5, 10.5, 12.5]]
+    # 2 x 2 blocks of [[0..3], [4..7], [8..11], [12..15]]: maxima 5, 7, 13, 15
+    assert grid_max(x, (2, 2)).tolist() == [[5.0, 7.0, 13.0, 15.0]]
     head = nn.Linear(4, 2)
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, -1.0, 0.0]]))
         head.bias.zero_()
     codes = NeuralCodes(head, grid=(2, 2))
-    assert codes(x).tolist() == [[15.0, -6.0]]
+    assert codes(x).tolist() == [[20.0, -6.0]]  # 5 + 15, 7 - 13
     assert codes.out_dim(1) == 2
     with pytest.raises(ValueError, match="head expects 4 inputs but a 3-channel map"):
         codes.out_dim(3)

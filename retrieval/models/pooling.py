@@ -304,12 +304,16 @@ def rspoc(x: Tensor, levels: int = 3, eps: float = 1e-6, mask: Tensor | None = N
     return _regional(x, lambda t: t.mean(dim=(-2, -1)), levels, eps, mask)
 
 
-def grid_avg(x: Tensor, grid: tuple[int, int], mask: Tensor | None = None) -> Tensor:
-    """Adaptive average pool of each valid map to grid (gh, gw), flattened to B x (C * gh * gw)."""
+def grid_max(x: Tensor, grid: tuple[int, int], mask: Tensor | None = None) -> Tensor:
+    """Adaptive max pool of each valid map to grid (gh, gw), flattened to B x (C * gh * gw).
+
+    On AlexNet/VGG trunks (cut before their last max-pool) this is exactly torchvision's last
+    max-pool followed by its adaptive average pool at 224 px, the input of fc6.
+    """
     _check_input(x, mask)
 
     def pool(t: Tensor) -> Tensor:
-        return F.adaptive_avg_pool2d(t, grid).flatten(1)
+        return F.adaptive_max_pool2d(t, grid).flatten(1)
 
     return pool(x) if mask is None else _per_valid_size(x, mask, pool)
 
@@ -488,7 +492,7 @@ def _linear_size(head: nn.Module, attr: str) -> int | None:
 
 
 class NeuralCodes(nn.Module):
-    """Neural codes (Babenko et al. ECCV'14): average-pool the valid map to a grid, then a head.
+    """Neural codes (Babenko et al. ECCV'14): max-pool the valid map to a grid, then a head.
 
     `head` maps the flattened C * gh * gw vector to the code (the fc6/fc7 layers of AlexNet/VGG);
     its output size is `out_dim` if given, else `head.out_features`, else that of the head's last
@@ -514,7 +518,7 @@ class NeuralCodes(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Pool a B x C x h x w map to B x out_features."""
-        return self.head(grid_avg(x, self.grid, mask=mask))
+        return self.head(grid_max(x, self.grid, mask=mask))
 
     def out_dim(self, in_dim: int) -> int:
         """Code size; checks in_dim * gh * gw against the head's in_features when it has one."""
