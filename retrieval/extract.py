@@ -178,8 +178,12 @@ def multiscale_power(net: nn.Module, num_scales: int) -> float:
 
 @contextlib.contextmanager
 def _inference(net: nn.Module, device: torch.device, channels_last: bool) -> Iterator[None]:
-    """Eval mode on `device` (optionally channels-last) for the block; restores mode and layout."""
-    was_training = net.training
+    """Eval mode on `device` (optionally channels-last) for the block; restores modes and layout.
+
+    Every submodule's own mode is restored, not `net.train(was_training)`: a training run keeps
+    its BatchNorm layers frozen in eval mode, and mining in between must not unfreeze them.
+    """
+    modes = [(module, module.training) for module in net.modules()]
     net.eval().to(device)
     if channels_last:
         net.to(memory_format=torch.channels_last)
@@ -189,7 +193,8 @@ def _inference(net: nn.Module, device: torch.device, channels_last: bool) -> Ite
     finally:
         if channels_last:
             net.to(memory_format=torch.contiguous_format)
-        net.train(was_training)
+        for module, training in modes:
+            module.training = training
 
 
 def _rescale(images: list[torch.Tensor], scale: float) -> list[torch.Tensor]:

@@ -293,3 +293,14 @@ def test_extraction_key_changes_with_settings(images, net):
     assert base != extraction_key(net, "toy", images, max_side=64, scales=(1.0,), precision="bf16")
     boxed = extraction_key(net, "toy", images, boxes=[(0, 0, 5, 5)] + [None] * 7, max_side=64)
     assert boxed["images"] != base["images"]
+
+
+def test_extraction_keeps_frozen_batchnorm_frozen(images):
+    # Training freezes BatchNorm (eval mode inside a net in train mode); mining must not undo it.
+    net = build_net("resnet18", "gem").train()
+    batchnorms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in batchnorms:
+        bn.eval()
+    extract_descriptors(net, images[:2], MAX_SIDE, progress=False)
+    assert net.training and net.backbone.training
+    assert not any(bn.training for bn in batchnorms)

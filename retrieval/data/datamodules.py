@@ -157,8 +157,7 @@ class TupleDataModule(pl.LightningDataModule):
     def _extract(
         self, net: torch.nn.Module, source: TupleSource, ids: torch.Tensor, split: str
     ) -> np.ndarray:
-        was_training = net.training
-        descriptors = extract_distributed(
+        return extract_distributed(
             net,
             [source.paths[i] for i in ids.tolist()],
             max_side=self.config.image_size,
@@ -168,8 +167,6 @@ class TupleDataModule(pl.LightningDataModule):
             progress=False,
             desc=f"mining {split}",
         )
-        net.train(was_training)
-        return descriptors
 
     def _save(self, tuples: EpochTuples, split: str) -> None:
         rank_zero = self.trainer is None or self.trainer.is_global_zero

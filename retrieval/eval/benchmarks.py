@@ -82,10 +82,15 @@ def score_ranks(benchmark: RetrievalBenchmark, ranks: np.ndarray) -> dict[str, f
     mean_ap, _, mean_pk, _ = metrics.compute_map(ranks, benchmark.gnd, (1, 5, 10), n_db=n_db)
     results = {"mAP": 100.0 * mean_ap}
     results.update({f"mP@{k}": 100.0 * float(p) for k, p in zip((1, 5, 10), mean_pk, strict=True)})
-    if benchmark.protocol == "ukbench" and benchmark.labels is not None:
-        labels = np.asarray(benchmark.labels)
-        results["N-S"] = metrics.ukbench_ns_score(ranks, labels)
+    if _every_image_queries_itself(benchmark) and benchmark.labels is not None:
+        # UKBench's N-S score: same-object images among the top 4, the query itself included.
+        results["N-S"] = metrics.ukbench_ns_score(ranks, np.asarray(benchmark.labels))
     return results
+
+
+def _every_image_queries_itself(benchmark: RetrievalBenchmark) -> bool:
+    index = benchmark.query_db_index
+    return index is not None and np.array_equal(index, np.arange(len(benchmark.images)))
 
 
 @dataclass

@@ -32,6 +32,7 @@ class RetrievalModule(pl.LightningModule):
         loss: dict[str, Any],
         optimizer: dict[str, Any],
         freeze_bn: bool = True,
+        seed: int = 0,
         evaluator: Callable[[RetrievalNet], dict[str, float]] | None = None,
     ) -> None:
         super().__init__()
@@ -42,6 +43,7 @@ class RetrievalModule(pl.LightningModule):
                 "loss": dict(loss),
                 "optimizer": dict(optimizer),
                 "freeze_bn": freeze_bn,
+                "seed": seed,
             }
         )
         self.net = net
@@ -49,6 +51,7 @@ class RetrievalModule(pl.LightningModule):
         self.loss_fn = build_loss(loss["name"], **loss_args)
         self.optim_cfg = dict(optimizer)
         self.freeze_bn = freeze_bn
+        self.seed = seed
         self.evaluator = evaluator
 
     def forward(
@@ -70,6 +73,10 @@ class RetrievalModule(pl.LightningModule):
         descriptors = embed_images(self.net, [img for images, _ in batch for img in images])
         tuples = descriptors.reshape(len(batch), tuple_length, -1)
         return self.loss_fn(tuples[:, 0], tuples[:, 1], tuples[:, 2:])
+
+    def on_train_epoch_start(self) -> None:
+        # Reseed from (seed, epoch): stochastic layers draw the same numbers in a resumed run.
+        pl.seed_everything(self.seed * 1_000_003 + self.current_epoch, workers=True, verbose=False)
 
     def training_step(self, batch: TupleBatch, batch_idx: int) -> torch.Tensor:
         loss = self.tuple_loss(batch)

@@ -50,8 +50,13 @@ class BackboneSpec:
     fix_keys: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
 
 
-def _torchvision(name: str) -> Callable[[], nn.Module]:
-    return lambda: torchvision.models.get_model(name, weights=None)
+def _torchvision(name: str, **kwargs: object) -> Callable[[], nn.Module]:
+    return lambda: torchvision.models.get_model(name, weights=None, **kwargs)
+
+
+# Stochastic depth is off: the descriptors of a tuple must come from one deterministic network
+# (as cirtorch's), and a batched forward must equal one image at a time.
+_NO_STOCHASTIC_DEPTH = {"stochastic_depth_prob": 0.0}
 
 
 def _cut_last_maxpool(model: nn.Module) -> nn.Sequential:
@@ -135,19 +140,19 @@ BACKBONES: dict[str, BackboneSpec] = {
         fix_keys=_fix_densenet_keys,
     ),
     "efficientnet_b0": BackboneSpec(
-        _torchvision("efficientnet_b0"),
+        _torchvision("efficientnet_b0", **_NO_STOCHASTIC_DEPTH),
         _cut_features_relu,
         1280,
         weights_enum="EfficientNet_B0_Weights",
     ),
     "convnext_tiny": BackboneSpec(
-        _torchvision("convnext_tiny"),
+        _torchvision("convnext_tiny", **_NO_STOCHASTIC_DEPTH),
         _cut_features_relu,
         768,
         weights_enum="ConvNeXt_Tiny_Weights",
     ),
     "efficientnet_lite0": BackboneSpec(
-        EfficientNetLite0,
+        lambda: EfficientNetLite0(drop_connect_rate=0.0),
         _cut_lite,
         1280,
         mean=LITE0_MEAN,

@@ -18,6 +18,7 @@ from retrieval.extract import cached_extract, extract_descriptors, extraction_ke
 from retrieval.models.net import RetrievalNet, load_checkpoint
 from retrieval.models.whitening import apply_whitening, learn_whitening, pca_whitening
 from retrieval.pipelines.report import markdown_table
+from retrieval.viz import benchmark_grid
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,13 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
             )
         results[benchmark.name] = figures
         np.save(output_dir / f"ranks_{benchmark.name}.npy", ranks)
+        if cfg.get("grid_queries"):
+            benchmark_grid(
+                benchmark,
+                ranks,
+                output_dir / f"grid_{benchmark.name}.png",
+                n_queries=int(cfg.grid_queries),
+            )
     payload = {
         "results": results,
         "network": net.meta,

@@ -11,6 +11,7 @@ from typing import Any
 import hydra
 import numpy as np
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
@@ -100,10 +101,7 @@ def make_evaluator(cfg: DictConfig, benchmark: Any) -> Callable[[RetrievalNet], 
             device=device,
             progress=False,
         )
-        was_training = net.training
-        figures, _ = evaluate_net(net, benchmark, settings)
-        net.train(was_training)
-        return figures
+        return evaluate_net(net, benchmark, settings)[0]
 
     return evaluate
 
@@ -130,12 +128,15 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(str(cfg.run_dir))
     train_src, val_src, benchmark = build_sources(cfg)
     net = build_net_from_config(cfg)
+    if cfg.get("channels_last"):
+        net = net.to(memory_format=torch.channels_last)
     evaluator = make_evaluator(cfg, benchmark)
     module = RetrievalModule(
         net,
         loss=OmegaConf.to_container(cfg.loss),
         optimizer=OmegaConf.to_container(cfg.optimizer),
         freeze_bn=bool(cfg.freeze_bn),
+        seed=int(cfg.seed),
         evaluator=evaluator,
     )
     data = cfg.data

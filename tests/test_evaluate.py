@@ -1,0 +1,117 @@
+"""evaluate.py end to end: figures, JSON, ranks, descriptor cache, whitening, generic data."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+import retrieval.eval.benchmarks as benchmarks
+from retrieval.eval.metrics import evaluate_revisited
+from retrieval.pipelines.evaluate import run_evaluation
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+TINY_WORLD = [
+    "synthetic.n_train_landmarks=8",
+    "synthetic.n_val_landmarks=4",
+    "synthetic.n_test_landmarks=3",
+    "synthetic.views_per_landmark=8",
+    "synthetic.queries_per_landmark=2",
+    "synthetic.max_side=96",
+]
+
+
+@pytest.fixture(autouse=True)
+def tiny_world_root(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("RETRIEVAL_DATA", str(tmp_path_factory.getbasetemp() / "worlds"))
+
+
+def evaluate(out: Path, *overrides: str) -> dict:
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "evaluate", overrides=[*TINY_WORLD, "image_size=96", "scales=[1.0]", *overrides]
+        )
+    with open_dict(cfg):
+        cfg.output_dir = str(out)
+        cfg.cache_dir = str(out.parent / "cache")
+    return run_evaluation(cfg)
+
+
+def test_results_json_matches_revisitop_formula_on_written_ranks(tmp_path):
+    results = evaluate(tmp_path / "run", "datasets=[synthetic-rox,synthetic-ukbench]")
+    payload = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert payload["results"] == results
+    ranks = np.load(tmp_path / "run" / "ranks_synthetic-rox.npy")
+    bench = benchmarks.load_benchmark("synthetic-rox", _world_root())
+    recomputed = evaluate_revisited(ranks, bench.gnd)
+    for key, value in recomputed.items():
+        assert results["synthetic-rox"][key] == pytest.approx(value)
+    assert 0 < results["synthetic-rox"]["M/mAP"] < 100
+    assert 1.0 <= results["synthetic-ukbench"]["N-S"] <= 4.0
+    assert (tmp_path / "run" / "grid_synthetic-rox.png").stat().st_size > 0
+
+
+def test_second_evaluation_reuses_cached_descriptors(tmp_path, monkeypatch):
+    first = evaluate(tmp_path / "a")
+
+    def fail(*args, **kwargs):
+        raise AssertionError("descriptors should come from the cache")
+
+    monkeypatch.setattr(benchmarks, "extract_descriptors", fail)
+    assert evaluate(tmp_path / "b") == first
+
+
+def test_learned_whitening_changes_the_descriptors_and_evaluates(tmp_path):
+    plain = evaluate(tmp_path / "plain")["synthetic-rox"]
+    whitened = evaluate(tmp_path / "lw", "whitening=learned")["synthetic-rox"]
+    assert whitened["M/mAP"] != plain["M/mAP"] and 0 < whitened["M/mAP"] <= 100
+
+
+def test_truncated_ranks_give_full_map_when_positives_are_inside(tmp_path):
+    full = evaluate(tmp_path / "full")["synthetic-rox"]
+    n_db = len(benchmarks.load_benchmark("synthetic-rox", _world_root()).images)
+    truncated = evaluate(tmp_path / "topk", f"topk={n_db - 1}")["synthetic-rox"]
+    # Every query keeps all but its last-ranked image: mAP can only change if that one is positive.
+    assert truncated["M/mAP"] <= full["M/mAP"] + 1e-9
+
+
+def test_missing_dataset_names_the_download_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m retrieval.data download roxford5k"):
+        evaluate(tmp_path / "x", "datasets=[roxford5k]", f"data_root={tmp_path}")
+
+
+def test_generic_format_on_real_ukbench_photos(tmp_path):
+    if not (SHARED / "ukbench_sample" / "groundtruth.csv").is_file():
+        pytest.skip(f"real photos not found in {SHARED} (the shared data folder is absent)")
+    subset = tmp_path / "ukbench40"
+    subset.mkdir()
+    lines = (SHARED / "ukbench_sample" / "groundtruth.csv").read_text().splitlines()
+    rows = [line.split(",") for line in lines[1:41]]
+    (subset / "groundtruth.csv").write_text(
+        "path,object_id\n"
+        + "".join(f"{SHARED / 'ukbench_sample' / path},{obj}\n" for path, _, obj in rows)
+    )
+    results = evaluate(
+        tmp_path / "run", "datasets=[generic]", f"generic_root={subset}", "image_size=160"
+    )["ukbench40"]
+    assert results["N-S"] > 3.0 and results["mAP"] > 70
+
+
+def _world_root() -> Path:
+    from retrieval.data.synthetic import SyntheticConfig, ensure_world
+
+    params = {
+        k.split(".")[1]: float(v) if "." in v else int(v)
+        for k, v in (o.split("=") for o in TINY_WORLD)
+    }
+    return ensure_world(None, SyntheticConfig(**params))
+
+
+def test_benchmark_names_are_validated(tmp_path):
+    with pytest.raises(ValueError, match="Unknown benchmark 'roxford'; valid: synthetic-rox"):
+        benchmarks.load_benchmark("roxford", tmp_path)
+    with pytest.raises(ValueError, match="generic_root"):
+        benchmarks.load_benchmark("generic", tmp_path)
