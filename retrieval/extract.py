@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from retrieval.data.transforms import Box, pad_batch, prepare_image
@@ -81,9 +82,29 @@ class ImageListDataset(Dataset):
         return index, image
 
 
-def _collate(items: list[tuple[int, torch.Tensor]]) -> tuple[list[int], list[torch.Tensor]]:
-    """Keep variable-size images as a list; they are stacked (or padded) per scale later."""
-    return [i for i, _ in items], [img for _, img in items]
+def load_batches(
+    dataset: ImageListDataset, batches: Sequence[list[int]], num_workers: int
+) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
+    """Yield (indices, images) per batch, in order, prepared by `num_workers` threads ahead.
+
+    Threads rather than DataLoader processes: decoding and resizing release the GIL, and no
+    worker forks a process holding a CUDA context or ships float tensors through shared memory.
+    """
+
+    def load(batch: list[int]) -> tuple[list[int], list[torch.Tensor]]:
+        return batch, [dataset[i][1] for i in batch]
+
+    if num_workers <= 0:
+        yield from map(load, batches)
+        return
+    with ThreadPoolExecutor(max_workers=num_workers) as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(pool.submit(load, batch))
+            if len(pending) > 2 * num_workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def prepared_size(path: str | Path, max_side: int, box: Box | None = None) -> tuple[int, int]:
@@ -287,19 +308,12 @@ def extract_descriptors(
     make_batches = bucket_batches if batching == "bucket" else padded_batches
     batches = make_batches(sizes, batch_size)
     device = torch.device(device)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=num_workers,
-        collate_fn=_collate,
-        pin_memory=device.type == "cuda",
-    )
     p = multiscale_power(net, len(scales))
     dtype = PRECISIONS[precision]
     out: np.ndarray | None = None
     bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress)
     with bar, _inference(net, device, channels_last):
-        for indices, images in loader:
+        for indices, images in load_batches(dataset, batches, num_workers):
             if batching == "bucket" and len({img.shape for img in images}) > 1:
                 logger.warning("bucket batch with mixed sizes (size prediction off); padding it")
             v = _describe(net, images, scales, p, device, dtype, channels_last).cpu().numpy()

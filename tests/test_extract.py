@@ -304,3 +304,11 @@ def test_extraction_keeps_frozen_batchnorm_frozen(images):
     extract_descriptors(net, images[:2], MAX_SIDE, progress=False)
     assert net.training and net.backbone.training
     assert not any(bn.training for bn in batchnorms)
+
+
+def test_threaded_loading_keeps_order_and_values(images, net):
+    sequential = extract_descriptors(net, images, MAX_SIDE, batch_size=2, progress=False)
+    threaded = extract_descriptors(
+        net, images, MAX_SIDE, batch_size=2, num_workers=3, progress=False
+    )
+    np.testing.assert_array_equal(threaded, sequential)

@@ -173,9 +173,10 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         default_root_dir=str(run_dir),
         plugins=[AtomicCheckpointIO()],
     )
-    before = evaluator(net) if cfg.evaluate_before and cfg.ckpt_path is None else None
+    device = trainer.strategy.root_device  # evaluate where training runs
+    before = evaluator(net.to(device)) if cfg.evaluate_before and cfg.ckpt_path is None else None
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    after = evaluator(module.net)
+    after = evaluator(module.net.to(device))  # fit may have moved it back to the CPU
     model_path = None
     if trainer.is_global_zero:
         model_path = save_checkpoint(
