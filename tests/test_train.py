@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
 from retrieval.data.tuples import EpochTuples
-from retrieval.models.net import load_checkpoint
+from retrieval.models.net import build_net, load_checkpoint
 from retrieval.pipelines.train import run_training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +35,7 @@ TINY_RUN = [
     "data.num_workers=0",
     "logger=[csv]",
     "evaluate_before=false",
+    "trainer.log_every_n_steps=1",
 ]
 
 
@@ -62,6 +63,11 @@ def test_training_writes_checkpoints_tuples_and_figures(tmp_path):
         assert tuples.negatives.shape == (6, 2)
     net = load_checkpoint(results["model"])
     assert net.meta["backbone"] == "efficientnet_lite0" and net.meta["out_dim"] == 1280
+    # BatchNorm stayed frozen: its running statistics are still the pretrained ones.
+    pretrained = build_net("efficientnet_lite0", "gem", weights="imagenet").state_dict()
+    for name, value in net.state_dict().items():
+        if "running_" in name:
+            torch.testing.assert_close(value, pretrained[name], msg=name)
     metrics = (tmp_path / "csv").rglob("metrics.csv")
     header = next(metrics).read_text().splitlines()[0]
     for key in ("train/loss", "val/M/mAP", "train/mining_mean_neg_dist", "train/gem_p"):
@@ -79,7 +85,9 @@ def test_resume_mines_and_trains_like_an_uninterrupted_run(tmp_path):
     np.testing.assert_allclose(a.neg_sims, b.neg_sims, rtol=1e-5, atol=1e-6)
     net_a, net_b = load_checkpoint(straight["model"]), load_checkpoint(resumed["model"])
     for (name, pa), pb in zip(net_a.state_dict().items(), net_b.state_dict().values(), strict=True):
-        torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-6, msg=name)
+        # CPU conv backward is not bit-reproducible and Adam turns a near-zero gradient's sign
+        # into a full step of size lr (1e-6): allow a few such steps, far below any real drift.
+        torch.testing.assert_close(pa, pb, rtol=0, atol=5e-6, msg=name)
 
 
 def test_invalid_mining_setup_fails_before_training(tmp_path):

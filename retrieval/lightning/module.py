@@ -75,6 +75,8 @@ class RetrievalModule(pl.LightningModule):
         return self.loss_fn(tuples[:, 0], tuples[:, 1], tuples[:, 2:])
 
     def on_train_epoch_start(self) -> None:
+        # Lightning never calls train() itself: enter training mode here, BatchNorm frozen.
+        self.train()
         # Reseed from (seed, epoch): stochastic layers draw the same numbers in a resumed run.
         pl.seed_everything(self.seed * 1_000_003 + self.current_epoch, workers=True, verbose=False)
 
