@@ -25,7 +25,6 @@ TINY_WORLD = [
     "data.synthetic.max_side=96",
 ]
 TINY_RUN = [
-    *TINY_WORLD,
     "data.qsize=6",
     "data.poolsize=24",
     "data.nnum=2",
@@ -44,9 +43,9 @@ def tiny_world_root(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("RETRIEVAL_DATA", str(tmp_path_factory.getbasetemp() / "worlds"))
 
 
-def train(run_dir: Path, *overrides: str) -> dict:
+def train(run_dir: Path, *overrides: str, world: bool = True) -> dict:
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY_RUN, *overrides])
+        cfg = compose("train", overrides=[*(TINY_WORLD if world else []), *TINY_RUN, *overrides])
     with open_dict(cfg):
         cfg.run_dir = str(run_dir)
     return run_training(cfg)
@@ -101,6 +100,7 @@ def test_ddp_on_two_cpu_processes_mines_the_single_process_tuples(tmp_path):
     common = [
         sys.executable,
         str(ROOT / "train.py"),
+        *TINY_WORLD,
         *TINY_RUN,
         "trainer.max_epochs=1",
         "logger=[]",
@@ -119,3 +119,36 @@ def test_ddp_on_two_cpu_processes_mines_the_single_process_tuples(tmp_path):
     np.testing.assert_array_equal(single.query, ddp.query)
     np.testing.assert_array_equal(single.negatives, ddp.negatives)
     np.testing.assert_allclose(single.neg_sims, ddp.neg_sims, rtol=1e-4, atol=1e-5)
+
+
+def test_labelled_folder_trains_with_the_same_mining(tmp_path):
+    shared = ROOT.parent / "shared" / "data" / "coil100_15deg"
+    if not (shared / "groundtruth.csv").is_file():
+        pytest.skip(f"real photos not found in {shared} (the shared data folder is absent)")
+    rows = [line.split(",") for line in (shared / "groundtruth.csv").read_text().splitlines()[1:]]
+    chosen = [(path, obj) for path, obj, angle in rows if int(obj) <= 9 and int(angle) % 60 == 0]
+    folder = tmp_path / "coil"
+    folder.mkdir()
+    (folder / "groundtruth.csv").write_text(
+        "path,object_id\n" + "".join(f"{shared / path},{obj}\n" for path, obj in chosen)
+    )
+    results = train(
+        tmp_path / "run",
+        "data=labels",
+        f"data.root={folder}",
+        "data.train_classes=4",
+        "data.qsize=8",
+        "data.poolsize=16",
+        "data.nnum=2",
+        "data.batch_size=4",
+        "data.image_size=64",
+        "data.test_image_size=64",
+        "data.num_workers=0",
+        "trainer.max_epochs=1",
+        "evaluate_before=true",
+        world=False,
+    )
+    assert results["benchmark"] == "labels-test"
+    assert 0 < results["before"]["mAP"] <= 100 and 1 <= results["after"]["N-S"] <= 4
+    tuples = EpochTuples.load(tmp_path / "run" / "tuples" / "train_epoch000.npz")
+    assert len(tuples) == 8  # 4 train objects x 6 views: every image is a query

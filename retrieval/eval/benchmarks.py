@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,8 @@ def load_benchmark(
     if name == "ukbench":
         return formats.load_ukbench(root)
     if name == "synthetic-ukbench":
-        return formats.load_ukbench(formats.test_dir(root, "synthetic-ukbench"))
+        folder = formats.test_dir(root, "synthetic-ukbench")
+        return dataclasses.replace(formats.load_ukbench(folder), name=name)
     if name == "holidays":
         return formats.load_holidays(root)
     if name == "generic":

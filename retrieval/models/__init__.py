@@ -1,1 +1,1 @@
-"""The retrieval network: backbones, poolings, whitening. Knows nothing of Lightning, Hydra or files."""
+"""The retrieval network (backbones, poolings, whitening): no Lightning, Hydra or files."""

@@ -153,5 +153,5 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
 
 def format_results(results: dict[str, dict[str, float]]) -> str:
-    """The results as a Markdown table."""
-    return markdown_table(results)
+    """The results as Markdown, one table per benchmark (protocols have different figures)."""
+    return "\n\n".join(markdown_table({name: figures}) for name, figures in results.items())
