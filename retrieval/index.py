@@ -18,9 +18,9 @@ def build_index(
     nlist: int | None = None,
     pq_m: int | None = None,
     hnsw_m: int = 32,
-    use_gpu: bool = False,
+    use_gpu: bool | None = None,
 ) -> faiss.Index:
-    """A FAISS inner-product index over N x D database descriptors."""
+    """A FAISS inner-product index over N x D database descriptors (on a GPU when FAISS has one)."""
     database = np.ascontiguousarray(database, dtype=np.float32)
     n, d = database.shape
     if index_type == "flat":
@@ -36,7 +36,9 @@ def build_index(
         index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
     else:
         raise ValueError(f"Unknown index type {index_type!r}; valid: {', '.join(INDEX_TYPES)}")
-    if use_gpu and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+    if use_gpu is None:
+        use_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    if use_gpu:
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     index.add(database)
     return index

@@ -70,6 +70,14 @@ def test_learned_whitening_changes_the_descriptors_and_evaluates(tmp_path):
     assert whitened["M/mAP"] != plain["M/mAP"] and 0 < whitened["M/mAP"] <= 100
 
 
+def test_query_expansion_and_index_options_run(tmp_path):
+    plain = evaluate(tmp_path / "plain")["synthetic-rox"]
+    expanded = evaluate(tmp_path / "qe", "qe_k=2", "dba_k=2")["synthetic-rox"]
+    assert expanded["M/mAP"] != plain["M/mAP"]
+    hnsw = evaluate(tmp_path / "hnsw", "index=hnsw")["synthetic-rox"]
+    assert hnsw["M/mAP"] == pytest.approx(plain["M/mAP"], abs=1.0)
+
+
 def test_truncated_ranks_give_full_map_when_positives_are_inside(tmp_path):
     full = evaluate(tmp_path / "full")["synthetic-rox"]
     n_db = len(benchmarks.load_benchmark("synthetic-rox", _world_root()).images)

@@ -173,14 +173,15 @@ def embed_images(net: RetrievalNet, images: list[torch.Tensor]) -> torch.Tensor:
     Grouping by size keeps every forward exact (no padding), so a batch gives the same descriptors
     and gradients as one image at a time, while equal-size images share one forward pass.
     """
+    if not images:
+        raise ValueError("embed_images needs at least one image")
     groups: dict[tuple[int, int], list[int]] = {}
     for i, img in enumerate(images):
         groups.setdefault(tuple(img.shape[-2:]), []).append(i)
-    out: torch.Tensor | None = None
+    out = None
     for indices in groups.values():
         desc = net(torch.stack([images[i] for i in indices]))
         if out is None:
             out = desc.new_empty((len(images), desc.shape[1]))
         out[indices] = desc
-    assert out is not None, "embed_images needs at least one image"
     return out

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from retrieval.config import build_net_from_config, validate_network_config
 from retrieval.data import formats
 from retrieval.eval.benchmarks import ExtractionSettings, evaluate_net, load_benchmark
+from retrieval.eval.postprocess import alpha_query_expansion, database_augmentation
 from retrieval.extract import cached_extract, extract_descriptors, extraction_key
 from retrieval.models.net import RetrievalNet, load_checkpoint
 from retrieval.models.whitening import apply_whitening, learn_whitening, pca_whitening
@@ -96,6 +97,19 @@ def whitening_postprocess(
     return whiten
 
 
+def expand(
+    cfg: DictConfig, database: np.ndarray, queries: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Optional database-side augmentation, then alpha query expansion (both off by default)."""
+    if int(cfg.dba_k) > 0:
+        database = database_augmentation(database, k=int(cfg.dba_k), alpha=float(cfg.qe_alpha))
+    if int(cfg.qe_k) > 0:
+        queries = alpha_query_expansion(
+            queries, database, k=int(cfg.qe_k), alpha=float(cfg.qe_alpha)
+        )
+    return database, queries
+
+
 def _default_whitening_data(root: Path) -> str:
     for name in ("synthetic-sfm", "retrieval-SfM-120k", "retrieval-SfM-30k"):
         if formats.sfm_whiten_path(root, name).is_file():
@@ -120,12 +134,24 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
         precision=str(cfg.precision),
         device=resolve_device(str(cfg.device)),
     )
-    postprocess = whitening_postprocess(cfg, net, root, settings, cache_dir)
+    whiten = whitening_postprocess(cfg, net, root, settings, cache_dir)
+
+    def postprocess(database: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if whiten is not None:
+            database, queries = whiten(database, queries)
+        return expand(cfg, database, queries)
+
     results: dict[str, dict[str, float]] = {}
     for name in cfg.datasets:
         benchmark = load_benchmark(str(name), root, cfg.get("generic_root"))
         figures, ranks = evaluate_net(
-            net, benchmark, settings, cache_dir, topk=cfg.get("topk"), postprocess=postprocess
+            net,
+            benchmark,
+            settings,
+            cache_dir,
+            topk=cfg.get("topk"),
+            index_type=str(cfg.index),
+            postprocess=postprocess,
         )
         if cfg.get("topk") and ranks.shape[1] < len(benchmark.images):
             log.info(
