@@ -152,3 +152,18 @@ def test_labelled_folder_trains_with_the_same_mining(tmp_path):
     assert 0 < results["before"]["mAP"] <= 100 and 1 <= results["after"]["N-S"] <= 4
     tuples = EpochTuples.load(tmp_path / "run" / "tuples" / "train_epoch000.npz")
     assert len(tuples) == 8  # 4 train objects x 6 views: every image is a query
+
+
+@pytest.mark.parametrize("strategy", ["random_topk_inliers", "hardest"])
+def test_geometry_aware_positives_come_from_the_sidecar(tmp_path, strategy):
+    from retrieval.data import formats
+    from retrieval.pipelines.train import data_root
+
+    train(tmp_path, f"data.positives={strategy}", "trainer.max_epochs=1")
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=TINY_WORLD)
+    sfm = formats.sfm_dir(data_root(cfg), "synthetic-sfm")
+    candidates = formats.read_positives_sidecar(sfm / "synthetic-sfm-positives.npz")
+    tuples = EpochTuples.load(tmp_path / "tuples" / "train_epoch000.npz")
+    for query, positive in zip(tuples.query, tuples.positive, strict=True):
+        assert positive in [image for image, _ in candidates[int(query)]]
