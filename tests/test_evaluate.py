@@ -64,10 +64,13 @@ def test_second_evaluation_reuses_cached_descriptors(tmp_path, monkeypatch):
     assert evaluate(tmp_path / "b") == first
 
 
-def test_learned_whitening_changes_the_descriptors_and_evaluates(tmp_path):
+def test_whitening_changes_the_descriptors_and_evaluates(tmp_path):
     plain = evaluate(tmp_path / "plain")["synthetic-rox"]
-    whitened = evaluate(tmp_path / "lw", "whitening=learned")["synthetic-rox"]
+    whitened = evaluate(tmp_path / "pca", "whitening=pca")["synthetic-rox"]
     assert whitened["M/mAP"] != plain["M/mAP"] and 0 < whitened["M/mAP"] <= 100
+    # The tiny world has 64 whitening pairs: too few for Lw of 1280-d descriptors, said clearly.
+    with pytest.raises(ValueError, match="needs at least D=1280 matching pairs"):
+        evaluate(tmp_path / "lw", "whitening=learned")
 
 
 def test_query_expansion_and_index_options_run(tmp_path):

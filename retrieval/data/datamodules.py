@@ -82,15 +82,19 @@ class TupleDataModule(pl.LightningDataModule):
         self.config = config
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.last_statistics: dict[str, float] = {}
-        for source in self.sources.values():
+        for split, source in self.sources.items():
             if source is not None:
                 validate_mining_setup(
                     source.as_split(),
                     nnum=config.nnum,
                     poolsize=config.poolsize,
                     qsize=config.qsize,
-                    candidates=source.candidates if config.positives != "fixed" else None,
+                    candidates=source.candidates if self.strategy(split) != "fixed" else None,
                 )
+
+    def strategy(self, split: str) -> str:
+        """Positive strategy of a split: the configured one for training, the db pairs for val."""
+        return self.config.positives if split == "train" else "fixed"
 
     # -- mining ---------------------------------------------------------------------------------
     def mine(self, net: torch.nn.Module, epoch: int, split: str = "train") -> EpochTuples:
@@ -107,11 +111,12 @@ class TupleDataModule(pl.LightningDataModule):
         )
         queries = torch.as_tensor(source.qidxs)[pairs]
         fixed = torch.as_tensor(source.pidxs)[pairs]
-        if cfg.positives == "hardest":  # needs the descriptors of every candidate positive
+        strategy = self.strategy(split)
+        if strategy == "hardest":  # needs the descriptors of every candidate positive
             positives, extra = None, _candidate_ids(source, queries)
         else:
             positives = choose_positives(
-                cfg.positives,
+                strategy,
                 queries,
                 fixed,
                 source.candidates,

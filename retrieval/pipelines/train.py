@@ -72,6 +72,11 @@ def build_sources(cfg: DictConfig) -> tuple[TupleSource, TupleSource | None, Any
     if data.kind == "sfm":
         splits = formats.load_sfm_db(root, data.name)
         sidecar = formats.sfm_dir(root, data.name) / f"{data.name}-positives.npz"
+        if data.positives != "fixed" and not sidecar.is_file():
+            raise FileNotFoundError(
+                f"data.positives={data.positives} needs the positives sidecar {sidecar} (shared "
+                "3D points per image pair); use data.positives=fixed without it."
+            )
         train = _sfm_source(splits["train"], sidecar if data.positives != "fixed" else None)
         val = _sfm_source(splits["val"], None) if "val" in splits else None
         benchmark = load_benchmark(data.benchmark, root)
