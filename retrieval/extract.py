@@ -24,8 +24,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +38,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from retrieval.atomic import atomic_write
 from retrieval.data.transforms import Box, pad_batch, prepare_image
 
 logger = logging.getLogger(__name__)
@@ -407,18 +406,6 @@ def extraction_key(
     return key
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    """Write an .npy file through a temporary file in the same folder, then rename it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def cached_extract(
     cache_dir: str | Path | None, key: dict[str, Any], fn: Callable[[], np.ndarray]
 ) -> np.ndarray:
@@ -441,7 +428,7 @@ def cached_extract(
             logger.warning("unreadable descriptor cache %s (%s); recomputing", path, err)
     array = np.asarray(fn(), dtype=np.float32)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _save_atomic(path, array)
+    atomic_write(path, lambda handle: np.save(handle, array))
     (cache_dir / f"{name}.json").write_text(json.dumps(key, sort_keys=True, default=_json_default))
     logger.info("stored descriptors %s", path)
     return array

@@ -5,15 +5,15 @@ from __future__ import annotations
 import _compat_pickle
 import csv
 import io
-import os
 import pickle
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from retrieval.atomic import atomic_write
 
 PICKLE_PROTOCOL = 4
 
@@ -28,26 +28,12 @@ def cid2filename(cid: str, prefix: str | Path) -> Path:
     return Path(prefix) / cid[-2:] / cid[-4:-2] / cid[-6:-4] / cid
 
 
-def _atomic_write(path: str | Path, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write through ``write`` into a temp file beside ``path`` then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_pickle(path: str | Path, obj: Any) -> None:
-    _atomic_write(path, lambda h: pickle.dump(obj, h, protocol=PICKLE_PROTOCOL))
+    atomic_write(path, lambda h: pickle.dump(obj, h, protocol=PICKLE_PROTOCOL))
 
 
 def _write_text(path: str | Path, text: str) -> None:
-    _atomic_write(path, lambda h: h.write(text.encode("utf-8")))
+    atomic_write(path, lambda h: h.write(text.encode("utf-8")))
 
 
 def _plain_box(box: Sequence[float] | None) -> list[float] | None:
@@ -98,7 +84,7 @@ def write_positives_sidecar(path: str | Path, candidates: list[list[tuple[int, i
     def write(handle: io.BufferedWriter) -> None:
         np.savez(handle, offsets=offsets, indices=indices, inliers=inliers)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def _gnd_entry(entry: dict, keys: tuple[str, ...]) -> dict:

@@ -13,8 +13,6 @@ the Lightning DataModule live elsewhere.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from retrieval.atomic import atomic_write
 from retrieval.data.transforms import prepare_image
 
 logger = logging.getLogger(__name__)
@@ -480,16 +479,7 @@ class EpochTuples:
             arrays["epoch"] = np.asarray(self.epoch, dtype=np.int64)
         if self.cids is not None:
             arrays["cids"] = np.asarray(self.cids, dtype=np.str_)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
     @classmethod
     def load(cls, path: str | Path) -> EpochTuples:

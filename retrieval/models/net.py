@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from retrieval.atomic import atomic_write
 from retrieval.models.backbones import Backbone, build_backbone
 from retrieval.models.pooling import NeuralCodes, build_pooling
 
@@ -123,18 +122,8 @@ def net_from_meta(meta: dict[str, Any]) -> RetrievalNet:
 
 def save_checkpoint(path: str | Path, net: RetrievalNet, **extra: Any) -> Path:
     """Write {'meta', 'state_dict', **extra} atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"meta": copy.deepcopy(net.meta), "state_dict": net.state_dict(), **extra}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> RetrievalNet:
