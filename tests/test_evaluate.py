@@ -126,3 +126,24 @@ def test_benchmark_names_are_validated(tmp_path):
         benchmarks.load_benchmark("roxford", tmp_path)
     with pytest.raises(ValueError, match="generic_root"):
         benchmarks.load_benchmark("generic", tmp_path)
+
+
+def test_gldv2_protocol_scores_map_at_100():
+    from retrieval.data.formats import RetrievalBenchmark
+
+    gnd = [
+        {"ok": np.array([0, 3]), "junk": np.array([], dtype=int)},
+        {"ok": np.array([2]), "junk": np.array([], dtype=int)},
+    ]
+    bench = RetrievalBenchmark(
+        "gldv2-private",
+        [Path(f"{i}.jpg") for i in range(5)],
+        [Path("q0.jpg"), Path("q1.jpg")],
+        [None, None],
+        gnd,
+        "gldv2",
+    )
+    ranks = np.array([[3, 1, 0, 2, 4], [1, 4, 0, 3, 2]])
+    # q0: hits at ranks 1 and 3 -> (1/1 + 2/3) / 2 = 5/6; q1: hit at rank 5 -> (1/5) / 1.
+    expected = 100 * (5 / 6 + 1 / 5) / 2
+    assert benchmarks.score_ranks(bench, ranks)["mAP@100"] == pytest.approx(expected)

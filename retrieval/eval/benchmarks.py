@@ -29,6 +29,8 @@ BENCHMARKS = (
     "ukbench",
     "synthetic-ukbench",
     "holidays",
+    "gldv2-public",
+    "gldv2-private",
     "generic",
 )
 
@@ -48,6 +50,8 @@ def load_benchmark(
     if name == "synthetic-ukbench":
         folder = formats.test_dir(root, "synthetic-ukbench")
         return dataclasses.replace(formats.load_ukbench(folder), name=name)
+    if name.startswith("gldv2-"):
+        return formats.load_gldv2(root, usage=name[len("gldv2-") :])
     if name == "holidays":
         return formats.load_holidays(root)
     if name == "generic":
@@ -81,6 +85,10 @@ def score_ranks(benchmark: RetrievalBenchmark, ranks: np.ndarray) -> dict[str, f
     n_db = len(benchmark.images)
     if benchmark.protocol == "revisited":
         return metrics.evaluate_revisited(ranks, benchmark.gnd, n_db=n_db)
+    if benchmark.protocol == "gldv2":  # the challenge's metric on the top 100
+        predictions = {q: row[:100].tolist() for q, row in enumerate(ranks)}
+        solution = {q: entry["ok"].tolist() for q, entry in enumerate(benchmark.gnd)}
+        return {"mAP@100": metrics.gldv2_map_at_k(predictions, solution, k=100)}
     mean_ap, _, mean_pk, _ = metrics.compute_map(ranks, benchmark.gnd, (1, 5, 10), n_db=n_db)
     results = {"mAP": 100.0 * mean_ap}
     results.update({f"mP@{k}": 100.0 * float(p) for k, p in zip((1, 5, 10), mean_pk, strict=True)})
