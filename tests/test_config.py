@@ -11,7 +11,7 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf, open_dict
 
 from retrieval.config import ConfigError, build_net_from_config, validate_train_config
-from retrieval.pipelines.train import build_loggers
+from retrieval.pipelines.loggers import build_loggers
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

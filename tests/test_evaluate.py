@@ -147,3 +147,11 @@ def test_gldv2_protocol_scores_map_at_100():
     # q0: hits at ranks 1 and 3 -> (1/1 + 2/3) / 2 = 5/6; q1: hit at rank 5 -> (1/5) / 1.
     expected = 100 * (5 / 6 + 1 / 5) / 2
     assert benchmarks.score_ranks(bench, ranks)["mAP@100"] == pytest.approx(expected)
+
+
+def test_figures_are_logged_to_the_selected_loggers(tmp_path):
+    results = evaluate(tmp_path / "run", "logger=[csv]")
+    (metrics_csv,) = (tmp_path / "run" / "csv").rglob("metrics.csv")
+    header, row = metrics_csv.read_text().splitlines()[:2]
+    values = dict(zip(header.split(","), row.split(","), strict=True))
+    assert float(values["synthetic-rox/M/mAP"]) == pytest.approx(results["synthetic-rox"]["M/mAP"])

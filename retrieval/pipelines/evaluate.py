@@ -18,6 +18,7 @@ from retrieval.eval.postprocess import alpha_query_expansion, database_augmentat
 from retrieval.extract import cached_extract, extract_descriptors, extraction_key
 from retrieval.models.net import RetrievalNet, load_checkpoint
 from retrieval.models.whitening import apply_whitening, learn_whitening, pca_whitening
+from retrieval.pipelines.loggers import build_loggers
 from retrieval.pipelines.report import markdown_table
 from retrieval.viz import benchmark_grid
 
@@ -175,6 +176,15 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     (output_dir / "results.json").write_text(json.dumps(payload, indent=2, default=str))
+    for logger in build_loggers(cfg):
+        logger.log_metrics(
+            {
+                f"{name}/{key}": value
+                for name, figures in results.items()
+                for key, value in figures.items()
+            }
+        )
+        logger.finalize("success")
     return results
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from retrieval.eval.benchmarks import (
 from retrieval.lightning.callbacks import AtomicCheckpointIO
 from retrieval.lightning.module import RetrievalModule
 from retrieval.models.net import RetrievalNet, save_checkpoint
+from retrieval.pipelines.loggers import build_loggers
 
 log = logging.getLogger(__name__)
 
@@ -109,21 +109,6 @@ def make_evaluator(cfg: DictConfig, benchmark: Any) -> Callable[[RetrievalNet], 
         return evaluate_net(net, benchmark, settings)[0]
 
     return evaluate
-
-
-def build_loggers(cfg: DictConfig) -> list[Any]:
-    """Instantiate the selected loggers; W&B goes offline without an API key."""
-    loggers = []
-    for name, logger_cfg in (cfg.get("logger") or {}).items():
-        logger_cfg = OmegaConf.to_container(logger_cfg, resolve=True)
-        if name == "wandb":
-            offline = logger_cfg.pop("offline", "auto")
-            if offline == "auto":
-                offline = not os.environ.get("WANDB_API_KEY")
-            logger_cfg["offline"] = bool(offline)
-            logger_cfg["config"] = OmegaConf.to_container(cfg, resolve=True)
-        loggers.append(hydra.utils.instantiate(logger_cfg))
-    return loggers
 
 
 def run_training(cfg: DictConfig) -> dict[str, Any]:
