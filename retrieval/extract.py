@@ -39,6 +39,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from retrieval.atomic import atomic_write
+from retrieval.data import transforms
 from retrieval.data.transforms import Box, pad_batch, prepare_image
 
 logger = logging.getLogger(__name__)
@@ -112,18 +113,7 @@ def prepared_size(path: str | Path, max_side: int, box: Box | None = None) -> tu
     if not path.is_file():
         raise FileNotFoundError(f"Image not found: {path}. Check data.root and the dataset layout.")
     with Image.open(path) as img:
-        w, h = img.size
-    full_side = max(w, h)
-    side = max_side
-    if box is not None:
-        # Same rounding as transforms.crop_box, and the v1.2 rule: the crop keeps the full scale.
-        x1, y1, x2, y2 = (round(float(v)) for v in box)
-        w, h = x2 - x1, y2 - y1
-        side = max(1, round(max_side * max(w, h) / full_side))
-    scale = side / max(w, h)
-    if scale >= 1:  # prepare_image only shrinks
-        return h, w
-    return max(1, round(h * scale)), max(1, round(w * scale))
+        return transforms.prepared_size(img.size, max_side, box)
 
 
 def prepared_sizes(

@@ -32,27 +32,47 @@ def resize_longest(img: Image.Image, max_side: int, upscale: bool = False) -> Im
     Like cirtorch's `imresize` (a thumbnail), images are only shrunk unless `upscale` is set.
     """
     w, h = img.size
-    scale = max_side / max(w, h)
-    if scale >= 1 and not upscale:
+    if max_side >= max(w, h) and not upscale:
         return img
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return img.resize(size, Image.Resampling.BICUBIC)
+    return img.resize(_scaled(w, h, max_side), Image.Resampling.BICUBIC)
 
 
-def crop_box(img: Image.Image, box: Box | None) -> tuple[Image.Image, float]:
-    """Crop a query box; return the crop and the factor that keeps it at the full image's scale.
+def _scaled(w: int, h: int, max_side: int) -> tuple[int, int]:
+    """(w, h) scaled so that the longest side is `max_side`."""
+    scale = max_side / max(w, h)
+    return max(1, round(w * scale)), max(1, round(h * scale))
 
-    As cirtorch v1.2, a cropped query is resized with `max_side * max(crop) / max(full)`, so
-    the object has the same pixel scale as in the full image resized to `max_side`.
-    """
-    if box is None:
-        return img, 1.0
+
+def _pixel_box(box: Box) -> tuple[int, int, int, int]:
+    """A query box validated and rounded to pixels, as it is cropped."""
     x1, y1, x2, y2 = (float(v) for v in box)
     if not (x2 > x1 and y2 > y1):
         raise ValueError(f"Invalid query box {box}: expected x1 < x2 and y1 < y2.")
-    full_side = max(img.size)
-    crop = img.crop((round(x1), round(y1), round(x2), round(y2)))
-    return crop, max(crop.size) / full_side
+    return round(x1), round(y1), round(x2), round(y2)
+
+
+def _crop_side(max_side: int, crop_side: int, full_side: int) -> int:
+    """cirtorch v1.2: a crop is resized with max_side * max(crop) / max(full) (same scale)."""
+    return max(1, round(max_side * crop_side / full_side))
+
+
+def prepared_size(size: tuple[int, int], max_side: int, box: Box | None = None) -> tuple[int, int]:
+    """(H, W) that `prepare_image` gives an image of `size` (W, H), without decoding it."""
+    w, h = size
+    side = max_side
+    if box is not None:
+        x1, y1, x2, y2 = _pixel_box(box)
+        side = _crop_side(max_side, max(x2 - x1, y2 - y1), max(w, h))
+        w, h = x2 - x1, y2 - y1
+    if side >= max(w, h):  # prepare_image only shrinks
+        return h, w
+    new_w, new_h = _scaled(w, h, side)
+    return new_h, new_w
+
+
+def crop_box(img: Image.Image, box: Box | None) -> Image.Image:
+    """Crop a query box (None: the whole image)."""
+    return img if box is None else img.crop(_pixel_box(box))
 
 
 def to_tensor(img: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -70,9 +90,9 @@ def prepare_image(
 ) -> torch.Tensor:
     """Load, optionally crop a query box, shrink to `max_side` (crops to scale) and normalise."""
     img = load_image(path)
-    img, crop_factor = crop_box(img, box)
-    side = max(1, round(max_side * crop_factor))
-    return to_tensor(resize_longest(img, side), mean, std)
+    crop = crop_box(img, box)
+    side = max_side if box is None else _crop_side(max_side, max(crop.size), max(img.size))
+    return to_tensor(resize_longest(crop, side), mean, std)
 
 
 def pad_batch(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
