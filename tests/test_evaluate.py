@@ -14,14 +14,15 @@ from retrieval.pipelines.evaluate import run_evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-TINY_WORLD = [
-    "synthetic.n_train_landmarks=8",
-    "synthetic.n_val_landmarks=4",
-    "synthetic.n_test_landmarks=3",
-    "synthetic.views_per_landmark=8",
-    "synthetic.queries_per_landmark=2",
-    "synthetic.max_side=96",
-]
+TINY_PARAMS = {
+    "n_train_landmarks": 8,
+    "n_val_landmarks": 4,
+    "n_test_landmarks": 3,
+    "views_per_landmark": 8,
+    "queries_per_landmark": 2,
+    "max_side": 96,
+}
+TINY_WORLD = [f"synthetic.{key}={value}" for key, value in TINY_PARAMS.items()]
 
 
 @pytest.fixture(autouse=True)
@@ -114,11 +115,7 @@ def test_generic_format_on_real_ukbench_photos(tmp_path):
 def _world_root() -> Path:
     from retrieval.data.synthetic import SyntheticConfig, ensure_world
 
-    params = {
-        k.split(".")[1]: float(v) if "." in v else int(v)
-        for k, v in (o.split("=") for o in TINY_WORLD)
-    }
-    return ensure_world(None, SyntheticConfig(**params))
+    return ensure_world(None, SyntheticConfig(**TINY_PARAMS))
 
 
 def test_benchmark_names_are_validated(tmp_path):

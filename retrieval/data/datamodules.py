@@ -183,9 +183,8 @@ class TupleDataModule(pl.LightningDataModule):
         module = trainer.lightning_module
         epoch = trainer.current_epoch
         tuples = self.mine(module.net, epoch, split)
-        if trainer.logger is not None:
-            for logger in trainer.loggers:
-                logger.log_metrics(self.last_statistics, step=trainer.global_step)
+        for logger in trainer.loggers:
+            logger.log_metrics(self.last_statistics, step=trainer.global_step)
         source = self.sources[split]
         mean, std = module.net.meta["mean"], module.net.meta["std"]
         dataset = TupleDataset(source.paths, tuples, self.config.image_size, mean, std)

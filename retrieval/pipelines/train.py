@@ -44,7 +44,7 @@ def data_root(cfg: DictConfig) -> Path:
 
 def _sfm_source(split: formats.SfmSplit, sidecar: Path | None) -> TupleSource:
     candidates = None
-    if sidecar is not None and sidecar.is_file():
+    if sidecar is not None:  # its existence is checked at start-up, in build_sources
         candidates = formats.read_positives_sidecar(sidecar, len(split.cids)).to_lists()
     return TupleSource(
         list(split.image_paths),
