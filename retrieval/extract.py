@@ -40,11 +40,11 @@ from tqdm.auto import tqdm
 
 from retrieval.atomic import atomic_write
 from retrieval.data import transforms
-from retrieval.data.transforms import Box, pad_batch, prepare_image
+from retrieval.data.transforms import Box, normalize_pixels, pad_batch, prepare_pixels
+from retrieval.inference import PRECISIONS, inference_copy, resolve_precision
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BATCHINGS = ("bucket", "pad")
 
 
@@ -54,32 +54,31 @@ BATCHINGS = ("bucket", "pad")
 
 
 class ImageListDataset(Dataset):
-    """Prepared images (3 x H x W) of a list of paths, each with an optional query box."""
+    """Prepared uint8 images (3 x H x W) of a list of paths, each with an optional query box.
+
+    Normalisation is left to the device (`normalize_pixels`): a quarter of the bytes to copy.
+    """
 
     def __init__(
         self,
         paths: Sequence[str | Path],
         max_side: int,
-        mean: Sequence[float],
-        std: Sequence[float],
         boxes: Sequence[Box | None] | None = None,
+        pin_memory: bool = False,
     ) -> None:
         if boxes is not None and len(boxes) != len(paths):
             raise ValueError(f"got {len(boxes)} boxes for {len(paths)} images; give one per image")
         self.paths = [str(p) for p in paths]
         self.boxes = list(boxes) if boxes is not None else [None] * len(self.paths)
         self.max_side = int(max_side)
-        self.mean = list(mean)
-        self.std = list(std)
+        self.pin_memory = pin_memory
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
-        image = prepare_image(
-            self.paths[index], self.max_side, self.mean, self.std, box=self.boxes[index]
-        )
-        return index, image
+        pixels = prepare_pixels(self.paths[index], self.max_side, box=self.boxes[index])
+        return index, pixels.pin_memory() if self.pin_memory else pixels
 
 
 def load_batches(
@@ -222,15 +221,16 @@ def _rescale(images: list[torch.Tensor], scale: float) -> list[torch.Tensor]:
 
 def _describe(
     net: nn.Module,
-    images: list[torch.Tensor],
+    pixels: list[torch.Tensor],
     scales: Sequence[float],
     p: float,
     device: torch.device,
     dtype: torch.dtype,
     channels_last: bool,
 ) -> torch.Tensor:
-    """Multi-scale, L2-normalised descriptors (B x D, float32) of a list of prepared images."""
-    images = [img.to(device, non_blocking=True) for img in images]
+    """Multi-scale, L2-normalised descriptors (B x D, float32) of a list of uint8 images."""
+    mean, std = net.meta["mean"], net.meta["std"]
+    images = [normalize_pixels(x.to(device, non_blocking=True), mean, std) for x in pixels]
     total = None
     for s in scales:
         batch, sizes = pad_batch(_rescale(images, s))
@@ -267,18 +267,22 @@ def extract_descriptors(
     progress: bool = True,
     desc: str = "extract",
     shard: tuple[int, int] | None = None,
+    fold_bn: bool = True,
+    compile: bool = False,
 ) -> np.ndarray:
     """Global descriptors (N x D float32, rows in the order of `paths`) of images.
 
     `net` is a network with ``forward(images, image_sizes=None)`` and a ``meta`` holding 'mean',
-    'std' (and 'pooling', 'out_dim'); it is moved to `device` and run in eval mode without grad.
-    With `shard=(rank, world_size)` only the block ``shard_range(len(paths), rank, world_size)``
-    is extracted (boxes are sliced alike).
+    'std' (and 'pooling', 'out_dim'); an eval-mode copy of it runs on `device` without grad
+    (BatchNorm folded unless `fold_bn=False`, compiled with `compile=True`), `net` itself is
+    left as it is. `precision="auto"` picks the fastest accurate one for the device
+    (`retrieval.inference.resolve_precision`). With `shard=(rank, world_size)` only the block
+    ``shard_range(len(paths), rank, world_size)`` is extracted (boxes are sliced alike).
     """
     if batching not in BATCHINGS:
         raise ValueError(f"batching must be one of {BATCHINGS}, got {batching!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {tuple(PRECISIONS)}, got {precision!r}")
+    device = torch.device(device)
+    dtype = PRECISIONS[resolve_precision(precision, device)]
     if not scales or any(s <= 0 for s in scales):
         raise ValueError(f"scales must be a non-empty list of positive factors, got {scales}")
     if boxes is not None and len(boxes) != len(paths):
@@ -289,23 +293,21 @@ def extract_descriptors(
         paths = paths[start:stop]
         boxes = list(boxes)[start:stop] if boxes is not None else None
 
-    meta = net.meta
-    dataset = ImageListDataset(paths, max_side, meta["mean"], meta["std"], boxes)
-    if len(dataset) == 0:
-        return np.zeros((0, int(meta["out_dim"])), dtype=np.float32)
+    if not paths:
+        return np.zeros((0, int(net.meta["out_dim"])), dtype=np.float32)
+    dataset = ImageListDataset(paths, max_side, boxes, pin_memory=device.type == "cuda")
     sizes = prepared_sizes(paths, max_side, boxes)
     make_batches = bucket_batches if batching == "bucket" else padded_batches
     batches = make_batches(sizes, batch_size)
-    device = torch.device(device)
     p = multiscale_power(net, len(scales))
-    dtype = PRECISIONS[precision]
+    fast = inference_copy(net, device, channels_last, fold_bn=fold_bn, compile=compile)
     out: np.ndarray | None = None
     bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress)
-    with bar, _inference(net, device, channels_last):
-        for indices, images in load_batches(dataset, batches, num_workers):
-            if batching == "bucket" and len({img.shape for img in images}) > 1:
+    with bar, torch.inference_mode():
+        for indices, pixels in load_batches(dataset, batches, num_workers):
+            if batching == "bucket" and len({x.shape for x in pixels}) > 1:
                 logger.warning("bucket batch with mixed sizes (size prediction off); padding it")
-            v = _describe(net, images, scales, p, device, dtype, channels_last).cpu().numpy()
+            v = _describe(fast, pixels, scales, p, device, dtype, channels_last).cpu().numpy()
             if out is None:
                 out = np.empty((len(dataset), v.shape[1]), dtype=np.float32)
             out[indices] = v

@@ -65,6 +65,10 @@ class MiningConfig:
     margin: float = 0.7
     loss: str = "contrastive"
     seed: int = 0
+    precision: str = "fp32"  # of the mining extraction; auto: per device (resolve_precision)
+    channels_last: bool = False
+    fold_bn: bool = True
+    compile: bool = False
 
 
 class TupleDataModule(pl.LightningDataModule):
@@ -169,6 +173,10 @@ class TupleDataModule(pl.LightningDataModule):
             batch_size=self.config.mining_batch_size,
             device=next(net.parameters()).device,
             num_workers=self.config.num_workers,
+            precision=self.config.precision,
+            channels_last=self.config.channels_last,
+            fold_bn=self.config.fold_bn,
+            compile=self.config.compile,
             progress=False,
             desc=f"mining {split}",
         )

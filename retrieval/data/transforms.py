@@ -77,8 +77,25 @@ def crop_box(img: Image.Image, box: Box | None) -> Image.Image:
 
 def to_tensor(img: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """PIL image to a normalised float tensor 3 x H x W."""
-    x = pil_to_tensor(img).float().div_(255.0)
-    return normalize(x, list(mean), list(std))
+    return normalize_pixels(pil_to_tensor(img), mean, std)
+
+
+def normalize_pixels(
+    pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """uint8 pixels (... x 3 x H x W) to normalised float32, on the pixels' device."""
+    return normalize(pixels.float().div_(255.0), list(mean), list(std))
+
+
+def prepare_pixels(path: str | Path, max_side: int, box: Box | None = None) -> torch.Tensor:
+    """Load, optionally crop a query box and shrink to `max_side` (crops to scale): uint8 3xHxW.
+
+    uint8 is a quarter of the float bytes to move to the device, where `normalize_pixels` runs.
+    """
+    img = load_image(path)
+    crop = crop_box(img, box)
+    side = max_side if box is None else _crop_side(max_side, max(crop.size), max(img.size))
+    return pil_to_tensor(resize_longest(crop, side))
 
 
 def prepare_image(
@@ -88,11 +105,8 @@ def prepare_image(
     std: Sequence[float],
     box: Box | None = None,
 ) -> torch.Tensor:
-    """Load, optionally crop a query box, shrink to `max_side` (crops to scale) and normalise."""
-    img = load_image(path)
-    crop = crop_box(img, box)
-    side = max_side if box is None else _crop_side(max_side, max(crop.size), max(img.size))
-    return to_tensor(resize_longest(crop, side), mean, std)
+    """`prepare_pixels`, normalised: the network's float input 3 x H x W."""
+    return normalize_pixels(prepare_pixels(path, max_side, box), mean, std)
 
 
 def pad_batch(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,7 @@ from retrieval.data import formats
 from retrieval.data.formats import RetrievalBenchmark
 from retrieval.eval import metrics
 from retrieval.extract import cached_extract, extract_descriptors, extraction_key
+from retrieval.inference import resolve_precision
 from retrieval.index import search
 
 log = logging.getLogger(__name__)
@@ -110,10 +111,33 @@ class ExtractionSettings:
     image_size: int = 1024
     scales: tuple[float, ...] = (1.0,)
     batch_size: int = 16
-    precision: str = "fp32"
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | auto (per device, see resolve_precision)
     device: str | torch.device = "cpu"
     num_workers: int = 0
     progress: bool = True
+    channels_last: bool = False
+    fold_bn: bool = True
+    compile: bool = False
+
+    def key_options(self) -> dict[str, Any]:
+        """The options that change the descriptors (part of their cache key)."""
+        return {
+            "max_side": self.image_size,
+            "scales": tuple(self.scales),
+            "precision": resolve_precision(self.precision, self.device),
+        }
+
+    def speed_options(self) -> dict[str, Any]:
+        """The options that only change how fast they are computed."""
+        return {
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "num_workers": self.num_workers,
+            "progress": self.progress,
+            "channels_last": self.channels_last,
+            "fold_bn": self.fold_bn,
+            "compile": self.compile,
+        }
 
 
 def extract_benchmark(
@@ -125,11 +149,7 @@ def extract_benchmark(
     """Database and query descriptors (queries cropped to their boxes), cached on disk."""
 
     def run(paths: list[Path], boxes: list | None, what: str) -> np.ndarray:
-        options = dict(
-            max_side=settings.image_size,
-            scales=tuple(settings.scales),
-            precision=settings.precision,
-        )
+        options = settings.key_options()
         key = extraction_key(net, f"{benchmark.name}/{what}", paths, boxes, **options)
         return cached_extract(
             cache_dir,
@@ -138,12 +158,9 @@ def extract_benchmark(
                 net,
                 paths,
                 boxes=boxes,
-                batch_size=settings.batch_size,
-                device=settings.device,
-                num_workers=settings.num_workers,
-                progress=settings.progress,
                 desc=f"{benchmark.name} {what}",
                 **options,
+                **settings.speed_options(),
             ),
         )
 
