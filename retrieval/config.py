@@ -51,9 +51,20 @@ def validate_network_config(cfg: DictConfig) -> None:
 def validate_train_config(cfg: DictConfig) -> None:
     """Check every training value that would otherwise fail late or silently."""
     validate_network_config(cfg)
-    _check(float(cfg.loss.margin) > 0, "loss.margin", f"must be > 0, got {cfg.loss.margin}.")
+    validate_loss_config(cfg)
     _check(float(cfg.optimizer.lr) > 0, "optimizer.lr", f"must be > 0, got {cfg.optimizer.lr}.")
     data = cfg.data
+    chunk = data.get("chunk_size")
+    _check(chunk is None or int(chunk) > 0, "data.chunk_size", f"must be null or > 0, got {chunk}.")
+    _check(
+        chunk is None or cfg.trainer.get("gradient_clip_val") is None,
+        "trainer.gradient_clip_val",
+        "multi-stage training (data.chunk_size) drives the backward itself: Lightning cannot "
+        "clip its gradients; set trainer.gradient_clip_val=null.",
+    )
+    if data.kind == "classes":
+        validate_label_data_config(data)
+        return
     for key in ("qsize", "poolsize", "nnum", "batch_size", "image_size"):
         _check(int(data[key]) > 0, f"data.{key}", f"must be a positive integer, got {data[key]}.")
     _check(
@@ -66,6 +77,67 @@ def validate_train_config(cfg: DictConfig) -> None:
         data.positives in valid_positives,
         "data.positives",
         f"{data.positives!r} is not one of {', '.join(valid_positives)}.",
+    )
+
+
+def validate_loss_config(cfg: DictConfig) -> None:
+    """Check the loss name and the arguments of the built-in losses."""
+    from retrieval.losses import LOSSES
+
+    loss = cfg.loss
+    name = str(loss.name)
+    _check(
+        name in LOSSES or name[:1].isupper(),
+        "loss.name",
+        f"{name!r} is neither one of {', '.join(LOSSES)} nor a pytorch-metric-learning loss "
+        "class name (e.g. MultiSimilarityLoss).",
+    )
+    if "margin" in loss:
+        _check(float(loss.margin) > 0, "loss.margin", f"must be > 0, got {loss.margin}.")
+    if "num_bins" in loss:
+        _check(int(loss.num_bins) >= 2, "loss.num_bins", f"must be >= 2, got {loss.num_bins}.")
+    if "min_score" in loss or "max_score" in loss:
+        low, high = float(loss.get("min_score", 0.0)), float(loss.get("max_score", 1.0))
+        _check(high > low, "loss.max_score", f"must exceed loss.min_score ({low}), got {high}.")
+    if "temperature" in loss:
+        _check(
+            float(loss.temperature) > 0, "loss.temperature", f"must be > 0, got {loss.temperature}."
+        )
+
+
+def validate_label_data_config(data: DictConfig) -> None:
+    """Check the keys of a class-labelled data set (data.kind=classes)."""
+    from retrieval.data.labels import FORMATS, MISSING, SMALL_CLASSES
+
+    for key, valid in (("format", FORMATS), ("small_classes", SMALL_CLASSES), ("missing", MISSING)):
+        _check(
+            data[key] in valid, f"data.{key}", f"{data[key]!r} is not one of {', '.join(valid)}."
+        )
+    for key in ("classes_per_batch", "image_size", "test_image_size", "mining_batch_size"):
+        _check(int(data[key]) > 0, f"data.{key}", f"must be a positive integer, got {data[key]}.")
+    _check(
+        int(data.images_per_class) >= 2,
+        "data.images_per_class",
+        f"must be >= 2 (each image needs a positive in its batch), got {data.images_per_class}.",
+    )
+    per_epoch = data.get("batches_per_epoch")
+    _check(
+        per_epoch is None or int(per_epoch) > 0,
+        "data.batches_per_epoch",
+        f"must be null (one pass over the images) or > 0, got {per_epoch}.",
+    )
+    val_classes = data.get("val_classes") or 0
+    _check(float(val_classes) >= 0, "data.val_classes", f"must be >= 0, got {val_classes}.")
+    _check(
+        bool(data.get("val_sfm")) or float(val_classes) > 0,
+        "data.val_classes",
+        "no validation set: hold out classes (data.val_classes=N, or a fraction < 1) or name an "
+        "SfM database whose val split validates (data.val_sfm).",
+    )
+    _check(
+        bool(data.get("benchmark")) or not data.get("val_sfm"),
+        "data.benchmark",
+        "name a validation benchmark (e.g. roxford5k) when the val set is an SfM split.",
     )
 
 
@@ -90,3 +162,21 @@ def build_net_from_config(cfg: DictConfig) -> RetrievalNet:
         weights=str(cfg.backbone.get("weights", "none")),
         whitening=int(whitening) if isinstance(whitening, int) else None,
     )
+
+
+def extract_options(cfg: DictConfig) -> dict[str, Any]:
+    """The `extract` node of a config: precision, memory format, folding, compilation, loaders."""
+    node = cfg.get("extract") or {}
+    precision = node.get("precision", "fp32")
+    _check(
+        precision in ("auto", "fp32", "bf16", "fp16"),
+        "extract.precision",
+        f"{precision!r}; valid: auto, fp32, bf16, fp16",
+    )
+    return {
+        "precision": str(node.get("precision", "fp32")),
+        "channels_last": bool(node.get("channels_last", False)),
+        "fold_bn": bool(node.get("fold_bn", True)),
+        "compile": bool(node.get("compile", False)),
+        "num_workers": int(node.get("num_workers", 0)),
+    }

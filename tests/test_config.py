@@ -10,7 +10,12 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf, open_dict
 
-from retrieval.config import ConfigError, build_net_from_config, validate_train_config
+from retrieval.config import (
+    ConfigError,
+    build_net_from_config,
+    extract_options,
+    validate_train_config,
+)
 from retrieval.pipelines.loggers import build_loggers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,3 +127,10 @@ def test_cfg_job_prints_the_composed_configuration():
     ).stdout
     cfg = OmegaConf.create(out)
     assert cfg.pooling.name == "rmac" and cfg.backbone.name == "efficientnet_lite0"
+
+
+def test_extract_options_are_validated():
+    cfg = OmegaConf.create({"extract": {"precision": "auto", "channels_last": True}})
+    assert extract_options(cfg)["precision"] == "auto" and extract_options(cfg)["channels_last"]
+    with pytest.raises(ConfigError, match="extract.precision.*valid: auto, fp32, bf16, fp16"):
+        extract_options(OmegaConf.create({"extract": {"precision": "int8"}}))

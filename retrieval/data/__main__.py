@@ -1,4 +1,5 @@
-"""Data command line: ``python -m retrieval.data synthetic ...`` or ``... download ...``."""
+"""Data command line: ``python -m retrieval.data synthetic ...``, ``... download ...`` or
+``... clean ...`` (drop labelled images that disagree with their class)."""
 
 from __future__ import annotations
 
@@ -47,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
         help="download a real dataset (see: python -m retrieval.data download -h)",
     )
+    sub.add_parser(
+        "clean",
+        add_help=False,
+        help="write a cleaned labelled-image CSV (see: python -m retrieval.data clean -h)",
+    )
     return parser
 
 
@@ -87,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from retrieval.data.download import download_main
 
         return int(download_main(argv[1:]) or 0)
+    if argv and argv[0] == "clean":
+        from retrieval.data.labels import clean_main
+
+        return clean_main(argv[1:])
     args = _parser().parse_args(argv)
     config = _config(args)
     start = time.perf_counter()

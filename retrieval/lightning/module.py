@@ -1,9 +1,11 @@
-"""RetrievalModule: the training glue around RetrievalNet, a tuple loss and the optimiser."""
+"""RetrievalModule: the training glue around RetrievalNet, a loss (on SfM tuples or on batches of
+labelled images, directly or in multi-stage chunks) and the optimiser."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import pytorch_lightning as pl
@@ -12,8 +14,16 @@ from torch import nn
 
 from retrieval.losses import build_loss
 from retrieval.models.net import RetrievalNet, embed_images
+from retrieval.multistage import (
+    embed_without_grad,
+    gather_rows,
+    gather_rows_with_grad,
+    multistage_backward,
+)
 
 TupleBatch = list[tuple[list[torch.Tensor], torch.Tensor]]
+# A batch of labelled images: {"images": B x 3 x S x S (zero-padded), "sizes": B x 2, "labels": B}.
+LabelBatch = dict[str, torch.Tensor]
 
 
 def freeze_batchnorm(module: nn.Module) -> None:
@@ -34,6 +44,7 @@ class RetrievalModule(pl.LightningModule):
         freeze_bn: bool = True,
         seed: int = 0,
         evaluator: Callable[[RetrievalNet], dict[str, float]] | None = None,
+        chunk_size: int | None = None,
     ) -> None:
         super().__init__()
         # Plain containers only, so that checkpoints load with weights_only=True.
@@ -44,6 +55,7 @@ class RetrievalModule(pl.LightningModule):
                 "optimizer": dict(optimizer),
                 "freeze_bn": freeze_bn,
                 "seed": seed,
+                "chunk_size": chunk_size,
             }
         )
         self.net = net
@@ -53,6 +65,9 @@ class RetrievalModule(pl.LightningModule):
         self.freeze_bn = freeze_bn
         self.seed = seed
         self.evaluator = evaluator
+        # Multi-stage (chunk_size images per forward/backward) drives the backward itself.
+        self.chunk_size = int(chunk_size) if chunk_size else None
+        self.automatic_optimization = self.chunk_size is None
 
     def forward(
         self, images: torch.Tensor, image_sizes: torch.Tensor | None = None
@@ -70,9 +85,64 @@ class RetrievalModule(pl.LightningModule):
         tuple_length = len(batch[0][0])
         if any(len(images) != tuple_length for images, _ in batch):
             raise ValueError("all tuples of a batch need the same number of negatives")
-        descriptors = embed_images(self.net, [img for images, _ in batch for img in images])
-        tuples = descriptors.reshape(len(batch), tuple_length, -1)
-        return self.loss_fn(tuples[:, 0], tuples[:, 1], tuples[:, 2:])
+        images = [img for images, _ in batch for img in images]
+        if self.chunk_size is None:
+            descriptors = embed_images(self.net, images)
+        else:  # validation of a multi-stage run: as little memory as in training
+            descriptors = embed_without_grad(
+                lambda a, b: embed_images(self.net, images[a:b]), len(images), self.chunk_size
+            )
+        return self._tuples_loss(descriptors, len(batch))
+
+    def _tuples_loss(self, descriptors: torch.Tensor, n_tuples: int) -> torch.Tensor:
+        tuples = descriptors.reshape(n_tuples, -1, descriptors.shape[-1])
+        return self.loss_fn.tuple_loss(tuples[:, 0], tuples[:, 1], tuples[:, 2:])
+
+    def _embed_labelled(self, batch: LabelBatch, start: int, stop: int) -> torch.Tensor:
+        return self.net(batch["images"][start:stop], batch["sizes"][start:stop])
+
+    def label_loss(self, batch: LabelBatch) -> torch.Tensor:
+        """Loss of a batch of labelled images; under DDP, of the batches of all ranks together."""
+        n = len(batch["labels"])
+        if torch.is_grad_enabled():
+            descriptors = gather_rows_with_grad(self._embed_labelled(batch, 0, n))
+        else:
+            local = embed_without_grad(
+                lambda a, b: self._embed_labelled(batch, a, b), n, self.chunk_size
+            )
+            descriptors = gather_rows(local)
+        return self.loss_fn.label_loss(descriptors, gather_rows(batch["labels"]))
+
+    def multistage_step(self, batch: TupleBatch | LabelBatch) -> torch.Tensor:
+        """Accumulate the batch's gradients chunk by chunk (retrieval.multistage); returns loss."""
+        # Hold DDP's gradient all-reduce back until the last chunk.
+        no_sync = getattr(self.trainer.strategy, "block_backward_sync", nullcontext)
+        common = {"chunk_size": self.chunk_size, "backward": self.manual_backward}
+        if isinstance(batch, dict):
+            return multistage_backward(
+                lambda a, b: self._embed_labelled(batch, a, b),
+                len(batch["labels"]),
+                self.loss_fn.label_loss,
+                batch["labels"],
+                gather=True,
+                no_sync=no_sync,
+                **common,
+            )
+        images = [img for images, _ in batch for img in images]
+        return multistage_backward(
+            lambda a, b: embed_images(self.net, images[a:b]),
+            len(images),
+            lambda descriptors, _: self._tuples_loss(descriptors, len(batch)),
+            gather=False,  # tuple losses are per-tuple sums: each rank keeps its own, as before
+            no_sync=no_sync,
+            **common,
+        )
+
+    def _batch_loss(self, batch: TupleBatch | LabelBatch) -> tuple[torch.Tensor, int]:
+        """The loss of a tuple or label batch (with a graph when grad is on) and its size."""
+        if isinstance(batch, dict):
+            return self.label_loss(batch), len(batch["labels"])
+        return self.tuple_loss(batch), len(batch)
 
     def on_train_epoch_start(self) -> None:
         # Lightning never calls train() itself: enter training mode here, BatchNorm frozen.
@@ -80,23 +150,38 @@ class RetrievalModule(pl.LightningModule):
         # Reseed from (seed, epoch): stochastic layers draw the same numbers in a resumed run.
         pl.seed_everything(self.seed * 1_000_003 + self.current_epoch, workers=True, verbose=False)
 
-    def training_step(self, batch: TupleBatch, batch_idx: int) -> torch.Tensor:
-        loss = self.tuple_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+    def training_step(self, batch: TupleBatch | LabelBatch, batch_idx: int) -> torch.Tensor:
+        if self.automatic_optimization:
+            loss, size = self._batch_loss(batch)
+        else:
+            optimizer = self.optimizers()
+            optimizer.zero_grad()
+            loss = self.multistage_step(batch)
+            optimizer.step()
+            size = len(batch["labels"]) if isinstance(batch, dict) else len(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
         p = getattr(self.net.pooling, "p", None)
         if isinstance(p, torch.Tensor):
-            self.log("train/gem_p", p.detach().mean(), batch_size=len(batch))
+            self.log("train/gem_p", p.detach().mean(), batch_size=size)
         return loss
 
-    def validation_step(self, batch: TupleBatch, batch_idx: int) -> torch.Tensor:
-        loss = self.tuple_loss(batch)
-        self.log("val/loss", loss, batch_size=len(batch), sync_dist=True)
+    def validation_step(self, batch: TupleBatch | LabelBatch, batch_idx: int) -> torch.Tensor:
+        loss, size = self._batch_loss(batch)
+        self.log("val/loss", loss, batch_size=size, sync_dist=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        if not self.automatic_optimization:  # Lightning steps schedulers only when it optimises
+            scheduler = self.lr_schedulers()
+            if scheduler is not None:
+                scheduler.step()
 
     def on_validation_epoch_end(self) -> None:
         if self.evaluator is None or self.trainer.sanity_checking:
             return
         metrics = self.evaluator(self.net)
+        # Evaluators may also report how they ran (e.g. extraction throughput).
+        metrics = {**metrics, **getattr(self.evaluator, "last_statistics", {})}
         self.log_dict({f"val/{k}": float(v) for k, v in metrics.items()}, sync_dist=False)
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -105,7 +190,9 @@ class RetrievalModule(pl.LightningModule):
         pooling_params = list(self.net.pooling.parameters())
         pooling_ids = {id(p) for p in pooling_params}
         other_params = [p for p in self.net.parameters() if id(p) not in pooling_ids]
-        groups = [{"params": other_params, "lr": lr, "weight_decay": wd}]
+        other_params += list(self.loss_fn.parameters())  # e.g. a pml classification head
+        # Named groups: the learning-rate monitor logs lr-Adam/net and lr-Adam/pooling.
+        groups = [{"params": other_params, "lr": lr, "weight_decay": wd, "name": "net"}]
         learnable_pooling = [p for p in pooling_params if p.requires_grad]
         if learnable_pooling:  # GeM p: faster and without weight decay, as cirtorch
             groups.append(
@@ -113,6 +200,7 @@ class RetrievalModule(pl.LightningModule):
                     "params": learnable_pooling,
                     "lr": lr * float(cfg.get("pooling_lr_mult", 10.0)),
                     "weight_decay": 0.0,
+                    "name": "pooling",
                 }
             )
         name = cfg["name"]
