@@ -2,23 +2,97 @@
 
 from __future__ import annotations
 
+import logging
+import netrc
 import os
+import socket
+from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+WANDB_HOST = "https://api.wandb.ai"
+
+
+def hydra_overrides() -> list[str]:
+    """The running Hydra job's command-line overrides (none outside a Hydra job)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def run_group_and_name() -> tuple[str | None, str | None]:
+    """A sweep's runs share its directory as group; a run is named by its overrides."""
+    if not HydraConfig.initialized():
+        return None, None
+    hydra_cfg = HydraConfig.get()
+    group = str(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    return group, hydra_cfg.job.override_dirname or None
+
+
+def _has_wandb_key(host: str) -> bool:
+    """An API key in the environment or in the netrc file that `wandb login` writes."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def _reachable(host: str, port: int, timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def wandb_offline(setting: Any = "auto") -> bool:
+    """Whether W&B runs offline: as set, or (auto) without an API key or without network."""
+    if setting != "auto":
+        return bool(setting)
+    if os.environ.get("WANDB_MODE") in ("offline", "dryrun"):
+        return True
+    url = urlsplit(os.environ.get("WANDB_BASE_URL", WANDB_HOST))
+    host, port = url.hostname or "", url.port or (80 if url.scheme == "http" else 443)
+    reason = None
+    if not _has_wandb_key(host):
+        reason = "no API key"
+    elif not _reachable(host, port):
+        reason = f"{host} unreachable"
+    if reason:
+        log.info(
+            "W&B runs offline (%s); upload later with `wandb sync RUN/wandb/offline-run-*`", reason
+        )
+    return reason is not None
+
+
+def finish_loggers(loggers: Sequence[Any]) -> None:
+    """End the W&B runs of these loggers (Lightning leaves them open; a sweep starts new ones)."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
-    """Instantiate the selected loggers; W&B goes offline without an API key."""
+    """Instantiate the selected loggers; W&B goes offline without an API key or network, gets
+    the resolved config as its run config, a sweep's directory as group, the overrides as name."""
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
-        logger_cfg = OmegaConf.to_container(logger_cfg, resolve=True)
+        kwargs = OmegaConf.to_container(logger_cfg, resolve=True)
         if name == "wandb":
-            offline = logger_cfg.pop("offline", "auto")
-            if offline == "auto":
-                offline = not os.environ.get("WANDB_API_KEY")
-            logger_cfg["offline"] = bool(offline)
-            logger_cfg["config"] = OmegaConf.to_container(cfg, resolve=True)
-        loggers.append(hydra.utils.instantiate(logger_cfg))
+            kwargs["offline"] = wandb_offline(kwargs.pop("offline", "auto"))
+            # Passed past hydra.utils.instantiate, which would build the trainer and loggers
+            # that the run config describes (their `_target_`s).
+            kwargs["config"] = OmegaConf.to_container(cfg, resolve=True)
+            group, run_name = run_group_and_name()
+            kwargs["group"] = kwargs.get("group") or group
+            kwargs["name"] = kwargs.get("name") or run_name
+        loggers.append(hydra.utils.get_class(kwargs.pop("_target_"))(**kwargs))
     return loggers

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
-from collections.abc import Callable
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +16,31 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
-from retrieval.config import build_net_from_config, validate_train_config
+from retrieval.atomic import atomic_write
+from retrieval.config import build_net_from_config, extract_options, validate_train_config
 from retrieval.data import formats
 from retrieval.data.datamodules import MiningConfig, TupleDataModule, TupleSource
+from retrieval.data.labels import (
+    LabelBatchConfig,
+    LabelDataModule,
+    clean_labelled_images,
+    label_splits,
+    write_labelled_csv,
+)
 from retrieval.data.tuples import sfm_db_from_labels
 from retrieval.eval.benchmarks import (
     ExtractionSettings,
-    evaluate_net,
+    extract_benchmark,
     leave_one_out_benchmark,
     load_benchmark,
+    score_ranks,
 )
+from retrieval.index import search
 from retrieval.lightning.callbacks import AtomicCheckpointIO
 from retrieval.lightning.module import RetrievalModule
+from retrieval.lightning.pictures import ValidationPictures
 from retrieval.models.net import RetrievalNet, save_checkpoint
-from retrieval.pipelines.loggers import build_loggers
+from retrieval.pipelines.loggers import build_loggers, finish_loggers, hydra_overrides
 
 log = logging.getLogger(__name__)
 
@@ -91,24 +104,105 @@ def build_sources(cfg: DictConfig) -> tuple[TupleSource, TupleSource | None, Any
         val = _label_source(test_paths, labels[~is_train], cfg.seed)
         benchmark = leave_one_out_benchmark(f"{data.name}-test", test_paths, labels[~is_train])
         return train, val, benchmark
-    raise ValueError(f"Unknown data.kind={data.kind!r}; valid: sfm, labels")
-
-
-def make_evaluator(cfg: DictConfig, benchmark: Any) -> Callable[[RetrievalNet], dict[str, float]]:
-    """A function net -> validation figures on the benchmark (no cache: the net changes)."""
-
-    def evaluate(net: RetrievalNet) -> dict[str, float]:
-        device = next(net.parameters()).device
-        settings = ExtractionSettings(
-            image_size=int(cfg.data.test_image_size),
-            scales=tuple(cfg.data.test_scales),
-            batch_size=int(cfg.data.mining_batch_size),
-            device=device,
-            progress=False,
+    if data.kind == "classes":  # labelled images, trained with m x k label batches
+        train, val = label_splits(
+            data.format,
+            root,
+            data.get("csv"),
+            data.get("images"),
+            data.missing,
+            data.get("val_sfm"),
+            data.get("val_classes") or 0,
+            int(cfg.seed),
         )
-        return evaluate_net(net, benchmark, settings)[0]
+        if data.get("benchmark"):
+            benchmark = load_benchmark(data.benchmark, root)
+        else:  # leave-one-out over the held-out classes
+            benchmark = leave_one_out_benchmark(f"{data.name}-val", val.paths, val.labels)
+        return train, val, benchmark
+    raise ValueError(f"Unknown data.kind={data.kind!r}; valid: sfm, labels, classes")
 
-    return evaluate
+
+class BenchmarkEvaluator:
+    """net -> validation figures on a benchmark (no cache: the net changes); keeps the last ranks
+    (for the pictures) and the extraction throughput (for the loggers)."""
+
+    def __init__(self, benchmark: Any, settings: ExtractionSettings) -> None:
+        self.benchmark, self.settings = benchmark, settings
+        self.last_ranks: np.ndarray | None = None
+        self.last_statistics: dict[str, float] = {}
+
+    def __call__(self, net: RetrievalNet) -> dict[str, float]:
+        settings = dataclasses.replace(self.settings, device=next(net.parameters()).device)
+        start = time.perf_counter()
+        database, queries = extract_benchmark(net, self.benchmark, settings)
+        seconds = time.perf_counter() - start
+        _, self.last_ranks = search(database, queries)
+        self.last_statistics = {
+            "extract_seconds": seconds,
+            "extract_images_per_second": (len(database) + len(queries)) / seconds,
+        }
+        return score_ranks(self.benchmark, self.last_ranks)
+
+
+def make_evaluator(cfg: DictConfig, benchmark: Any) -> BenchmarkEvaluator:
+    """The validation evaluator of the configured benchmark."""
+    settings = ExtractionSettings(
+        image_size=int(cfg.data.test_image_size),
+        scales=tuple(cfg.data.test_scales),
+        batch_size=int(cfg.data.mining_batch_size),
+        progress=False,
+        num_workers=int(cfg.data.num_workers),
+        **mining_extract_options(cfg),
+    )
+    return BenchmarkEvaluator(benchmark, settings)
+
+
+def mining_extract_options(cfg: DictConfig) -> dict[str, Any]:
+    """Precision, memory format, folding and compilation of mining and validation extraction."""
+    options = extract_options(cfg)
+    del options["num_workers"]  # data.num_workers loads the training images too
+    return options
+
+
+def pictures_callback(
+    cfg: DictConfig, evaluator: BenchmarkEvaluator, run_dir: Path
+) -> ValidationPictures | None:
+    """The validation pictures callback as configured (`pictures.queries=0`: none)."""
+    pictures = cfg.get("pictures") or {}
+    if int(pictures.get("queries", 0)) <= 0:
+        return None
+    return ValidationPictures(
+        evaluator.benchmark,
+        lambda: evaluator.last_ranks,
+        run_dir / "pictures",
+        image_size=int(cfg.data.test_image_size),
+        tuples_dir=run_dir / "tuples",
+        queries=int(pictures.queries),
+        top=int(pictures.get("top", 10)),
+        matches=int(pictures.get("matches", 5)),
+    )
+
+
+def trainer_device(cfg: DictConfig) -> str:
+    """The device the configured trainer trains on (for work done before fit)."""
+    gpu = cfg.trainer.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    return "cuda" if gpu else "cpu"
+
+
+def _label_datamodule(cfg: DictConfig, train_src: Any, val_src: Any) -> LabelDataModule:
+    """The m x k label-batch data module as configured."""
+    data = cfg.data
+    batches = LabelBatchConfig(
+        classes_per_batch=int(data.classes_per_batch),
+        images_per_class=int(data.images_per_class),
+        small_classes=str(data.small_classes),
+        batches_per_epoch=data.get("batches_per_epoch"),
+        image_size=int(data.image_size),
+        num_workers=int(data.num_workers),
+        seed=int(cfg.seed),
+    )
+    return LabelDataModule(train_src, batches, val_src)
 
 
 def run_training(cfg: DictConfig) -> dict[str, Any]:
@@ -121,30 +215,52 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("channels_last"):
         net = net.to(memory_format=torch.channels_last)
     evaluator = make_evaluator(cfg, benchmark)
+    data = cfg.data
+    loss = OmegaConf.to_container(cfg.loss)
+    if data.kind == "classes" and data.get("clean"):  # drop images that disagree with their class
+        train_src = clean_labelled_images(
+            net,
+            train_src,
+            k=int(data.clean_k),
+            image_size=int(data.image_size),
+            batch_size=int(data.mining_batch_size),
+            device=trainer_device(cfg),
+            num_workers=int(data.num_workers),
+        )
+        write_labelled_csv(train_src, run_dir / "train_cleaned.csv")
+    if data.kind == "classes" and str(cfg.loss.name)[:1].isupper():
+        # pytorch-metric-learning classification losses (ArcFaceLoss...) size their head from these.
+        loss.setdefault("num_classes", len(train_src.classes))
+        loss.setdefault("embedding_size", net.out_dim)
     module = RetrievalModule(
         net,
-        loss=OmegaConf.to_container(cfg.loss),
+        loss=loss,
         optimizer=OmegaConf.to_container(cfg.optimizer),
         freeze_bn=bool(cfg.freeze_bn),
         seed=int(cfg.seed),
         evaluator=evaluator,
+        chunk_size=data.get("chunk_size"),
     )
-    data = cfg.data
-    mining = MiningConfig(
-        qsize=int(data.qsize),
-        poolsize=int(data.poolsize),
-        nnum=int(data.nnum),
-        positives=str(data.positives),
-        positive_topk=int(data.positive_topk),
-        image_size=int(data.image_size),
-        batch_size=int(data.batch_size),
-        mining_batch_size=int(data.mining_batch_size),
-        num_workers=int(data.num_workers),
-        margin=float(cfg.loss.margin),
-        loss=str(cfg.loss.name),
-        seed=int(cfg.seed),
-    )
-    datamodule = TupleDataModule(train_src, mining, val_src, output_dir=run_dir)
+    if data.kind == "classes":
+        datamodule = _label_datamodule(cfg, train_src, val_src)
+    else:
+        mining = MiningConfig(
+            qsize=int(data.qsize),
+            poolsize=int(data.poolsize),
+            nnum=int(data.nnum),
+            positives=str(data.positives),
+            positive_topk=int(data.positive_topk),
+            image_size=int(data.image_size),
+            batch_size=int(data.batch_size),
+            mining_batch_size=int(data.mining_batch_size),
+            num_workers=int(data.num_workers),
+            # Mining statistics use the contrastive form for losses without a margin (AP).
+            margin=float(cfg.loss.get("margin", 0.7)),
+            loss=str(cfg.loss.name) if cfg.loss.name == "triplet" else "contrastive",
+            seed=int(cfg.seed),
+            **mining_extract_options(cfg),
+        )
+        datamodule = TupleDataModule(train_src, mining, val_src, output_dir=run_dir)
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
@@ -153,6 +269,9 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         save_last=True,
     )
     callbacks = [checkpoints]
+    pictures = pictures_callback(cfg, evaluator, run_dir)
+    if pictures is not None:
+        callbacks.append(pictures)
     loggers = build_loggers(cfg)
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
@@ -172,11 +291,17 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         model_path = save_checkpoint(
             run_dir / "model.pt", module.net.cpu(), epoch=trainer.current_epoch, figures=after
         )
-    return {
+    finish_loggers(loggers)  # a sweep's next job starts a new W&B run
+    results = {
         "before": before,
         "after": after,
         "run_dir": str(run_dir),
         "model": str(model_path) if model_path else None,
         "best_checkpoint": checkpoints.best_model_path,
         "benchmark": benchmark.name,
+        "overrides": hydra_overrides(),
     }
+    if trainer.is_global_zero:  # read back by the sweep summary
+        text = json.dumps(results, indent=2, default=float)
+        atomic_write(run_dir / "results.json", lambda handle: handle.write(text.encode()))
+    return results
