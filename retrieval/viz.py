@@ -29,6 +29,7 @@ LABEL_COLOURS: dict[str, Colour] = {
 }
 QUERY_FRAME_COLOUR: Colour = (40, 90, 220)
 QUERY_BOX_COLOUR: Colour = (0, 230, 255)
+MASK_COLOUR: Colour = (255, 0, 255)  # predicted object masks (pixel retrieval), half opaque
 BACKGROUND: Colour = (255, 255, 255)
 LETTERBOX: Colour = (48, 48, 48)
 TEXT_COLOUR: Colour = (0, 0, 0)
@@ -167,6 +168,19 @@ def _legend(draw: ImageDraw.ImageDraw, font: Any, y: int) -> None:
         x += 14 + int(draw.textlength(name, font=font)) + 12
 
 
+def overlay_mask(tile: Image.Image, mask: np.ndarray, alpha: float = 0.45) -> Image.Image:
+    """Tint a letterboxed tile with a boolean mask given at the image's full size (H x W)."""
+    thumb = tile.size[0]
+    h, w = mask.shape
+    scale = thumb / max(w, h)  # the letterbox geometry
+    fit = (max(1, round(w * scale)), max(1, round(h * scale)))
+    shape = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255).resize(fit)
+    placed = Image.new("L", tile.size, 0)
+    placed.paste(shape, ((thumb - fit[0]) // 2, (thumb - fit[1]) // 2))
+    tint = Image.new("RGB", tile.size, MASK_COLOUR)
+    return Image.composite(Image.blend(tile, tint, alpha), tile, placed)
+
+
 # --------------------------------------------------------------------------------------------------
 # Grids
 # --------------------------------------------------------------------------------------------------
@@ -180,12 +194,14 @@ def retrieval_grid(
     out_path: str | Path,
     thumb: int = 128,
     top: int = 10,
+    masks: Sequence[Sequence[np.ndarray | None]] | None = None,
 ) -> Path:
     """Write a PNG grid: per row a query (box drawn) then its ``top`` results framed by label.
 
     Frames are :data:`POSITIVE_COLOUR`, :data:`JUNK_COLOUR` or :data:`NEGATIVE_COLOUR`; the query
     frame is :data:`QUERY_FRAME_COLOUR` and its box :data:`QUERY_BOX_COLOUR`. Rows with fewer
-    than ``top`` results leave the remaining cells empty.
+    than ``top`` results leave the remaining cells empty. ``masks[row][k]`` (optional, full-size
+    boolean) tints the k-th result with :data:`MASK_COLOUR` (predicted object masks).
     """
     if thumb < 8 or top < 1:
         raise ValueError(f"retrieval_grid: need thumb >= 8 and top >= 1, got {thumb}, {top}")
@@ -218,6 +234,9 @@ def retrieval_grid(
                     f"retrieval_grid: query {row} result {k}: label {label!r} not in {LABELS}"
                 )
             tile, _ = letterbox(path, thumb)
+            mask = masks[row][k] if masks is not None and k < len(masks[row]) else None
+            if mask is not None:
+                tile = overlay_mask(tile, mask)
             _framed(draw, canvas, tile, cell_origin(row, k + 1, thumb), LABEL_COLOURS[label])
     _legend(draw, font, canvas.size[1] - FOOTER)
     out_path = Path(out_path)
@@ -244,11 +263,13 @@ def benchmark_grid(
     thumb: int = 128,
     top: int = 10,
     query_indices: Sequence[int] | None = None,
+    masks: Mapping[tuple[int, int], np.ndarray] | None = None,
 ) -> Path:
     """Grid of a benchmark's results from Q x K ``ranks`` (db indices, best first).
 
     Shows ``query_indices`` or else ``n_queries`` evenly spaced queries; ``protocol``
     (easy/medium/hard) picks the positives of revisited benchmarks (medium: easy + hard).
+    ``masks[(q, i)]`` tints result i of query q (predicted object masks, full-size boolean).
     """
     ranks = np.asarray(ranks)
     n_q, n_db = len(benchmark.queries), len(benchmark.images)
@@ -264,6 +285,9 @@ def benchmark_grid(
     if bad:
         raise ValueError(f"benchmark_grid: query indices {bad} outside [0, {n_q})")
     rows = {q: ranks[q, :top] for q in chosen}
+    cell_masks = None
+    if masks is not None:
+        cell_masks = [[masks.get((q, int(i))) for i in rows[q]] for q in chosen]
     return retrieval_grid(
         [benchmark.queries[q] for q in chosen],
         [benchmark.query_boxes[q] for q in chosen],
@@ -272,4 +296,5 @@ def benchmark_grid(
         out_path,
         thumb=thumb,
         top=top,
+        masks=cell_masks,
     )

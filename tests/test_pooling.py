@@ -391,6 +391,7 @@ def test_build_pooling_registry():
         "rspoc",
         "crow",
         "neural_codes",
+        "bow",
     }
     gem_pool = build_pooling("gem", p=4.0, learn_p=False)
     assert isinstance(gem_pool, GeM) and gem_pool.p.item() == 4.0

@@ -5,9 +5,10 @@ from __future__ import annotations
 import _compat_pickle
 import csv
 import io
+import json
 import pickle
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -837,6 +838,7 @@ class GldTrainSet:
     ids: list[str]
     landmark_ids: np.ndarray
     image_paths: list[Path]
+    empty_landmarks: list[int] = field(default_factory=list)  # train_clean rows without images
 
 
 def read_gldv2_train(
@@ -855,10 +857,13 @@ def read_gldv2_train(
     problems = _Problems(path)
     ids: list[str] = []
     landmarks: list[int] = []
+    empty: list[int] = []
     if "images" in header:
         rows = _read_csv(path, ("landmark_id", "images"))
         for r, row in enumerate(rows):
             lm = _parse_int(row["landmark_id"], f"row {r + 2} landmark_id", problems)
+            if not row["images"].split():
+                empty.append(lm)
             for image_id in row["images"].split():
                 ids.append(image_id)
                 landmarks.append(lm)
@@ -876,7 +881,7 @@ def read_gldv2_train(
     if check_images:
         _check_files(paths, problems, "training image")
         problems.raise_if_any()
-    return GldTrainSet(ids, np.array(landmarks, dtype=np.int64), paths)
+    return GldTrainSet(ids, np.array(landmarks, dtype=np.int64), paths, empty)
 
 
 def _parse_int(text: str, where: str, problems: _Problems) -> int:
@@ -1103,3 +1108,141 @@ def read_labelled_images(
     classes = {label: k for k, label in enumerate(_sorted_labels({r["object_id"] for r in rows}))}
     labels = np.array([classes[row["object_id"]] for row in rows], dtype=np.int64)
     return paths, labels
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
+
+
+def read_class_folders(root: str | Path) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Images of a folder-per-class layout ``root/<class>/<image>``: paths, labels (indices into
+    the sorted class names) and the class names, empty class folders included."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"class folder root not found: {root} (expected root/<class>/<image>)"
+        )
+    names = _sorted_labels({p.name for p in root.iterdir() if p.is_dir()})
+    if not names:
+        raise DatasetFormatError(f"{root}: no class folders (expected root/<class>/<image>)")
+    paths: list[Path] = []
+    labels: list[int] = []
+    for k, name in enumerate(names):
+        files = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        paths += files
+        labels += [k] * len(files)
+    return paths, np.array(labels, dtype=np.int64), names
+
+
+# --------------------------------------------------------------------------------------------------
+# Pixel retrieval ground truth (PROxford / PRParis: labelme polygons per query-positive pair)
+# --------------------------------------------------------------------------------------------------
+
+PIXEL_BENCHMARKS_DIR = "pixel_retrieval_benchmarks"
+_PIXEL_PREFIXES = {"roxford5k": "oxford", "rparis6k": "paris"}
+
+
+def pixel_gt_dir(root: str | Path, name: str) -> Path:
+    """Folder of a benchmark's pixel labels: the published archive's folder for ROxford/RParis
+    (``<root>/test/pixel_retrieval_benchmarks``), ``<root>/test/<name>/pixel`` otherwise."""
+    if name in _PIXEL_PREFIXES:
+        return test_dir(root, PIXEL_BENCHMARKS_DIR)
+    return test_dir(root, name) / "pixel"
+
+
+def pair_labels_path(root: str | Path, name: str) -> Path:
+    """The ``<prefix>_pair2labelpath.npy`` map of a benchmark (prefix oxford, paris or name)."""
+    return pixel_gt_dir(root, name) / f"{_PIXEL_PREFIXES.get(name, name)}_pair2labelpath.npy"
+
+
+def write_labelme(
+    path: str | Path,
+    polygons: Sequence[np.ndarray],
+    image_size: tuple[int, int],
+    image_path: str,
+    label: str = "object",
+) -> None:
+    """Write polygons ((x, y) points) as a labelme JSON file; image_size is (W, H)."""
+    shapes = [
+        {
+            "label": label,
+            "points": np.asarray(p, dtype=np.float64).reshape(-1, 2).tolist(),
+            "group_id": None,
+            "shape_type": "polygon",
+            "flags": {},
+        }
+        for p in polygons
+    ]
+    doc = {
+        "version": "5.0.1",
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": image_path,
+        "imageData": None,
+        "imageWidth": int(image_size[0]),
+        "imageHeight": int(image_size[1]),
+    }
+    _write_text(path, json.dumps(doc))
+
+
+def read_labelme(path: str | Path) -> tuple[list[np.ndarray], tuple[int, int] | None]:
+    """Polygons ((x, y) float arrays; rectangles as 4 corners) and (W, H) of a labelme file."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+        polygons = []
+        for shape in doc["shapes"]:
+            points = np.asarray(shape["points"], dtype=np.float64).reshape(-1, 2)
+            if shape.get("shape_type") == "rectangle" and len(points) == 2:
+                (x1, y1), (x2, y2) = points
+                points = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
+            polygons.append(points)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DatasetFormatError(f"{path}: not a labelme annotation ({err})") from err
+    size = None
+    if doc.get("imageWidth") and doc.get("imageHeight"):
+        size = (int(doc["imageWidth"]), int(doc["imageHeight"]))
+    return polygons, size
+
+
+def write_pair_labels(path: str | Path, labels: dict[tuple[int, int], str]) -> None:
+    """Write the ``{'q_i': relative label path}`` map as the benchmark's ``.npy`` dict."""
+    mapping = {f"{q}_{i}": str(rel) for (q, i), rel in labels.items()}
+    atomic_write(path, lambda h: np.save(h, np.array(mapping, dtype=object), allow_pickle=True))
+
+
+def read_pair_labels(path: str | Path) -> dict[tuple[int, int], str]:
+    """Read a ``<prefix>_pair2labelpath.npy`` map into ``{(query, db index): relative path}``.
+
+    The file is a pickled dict inside a ``.npy``; it is unpickled with the restricted unpickler
+    (containers, strings and numpy data only), not with ``np.load(allow_pickle=True)``.
+    """
+    path = Path(path)
+    with path.open("rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_{version[1]}")
+            read_header(handle)
+        except (ValueError, AttributeError) as err:
+            raise DatasetFormatError(f"{path}: not a .npy file ({err})") from err
+        obj = _RestrictedUnpickler(handle, path).load()
+    mapping = obj.item() if isinstance(obj, np.ndarray) else obj
+    if not isinstance(mapping, dict):
+        raise DatasetFormatError(f"{path}: expected a dict 'q_i' -> label path, found {type(obj)}")
+    out: dict[tuple[int, int], str] = {}
+    for key, rel in mapping.items():
+        q, _, i = str(key).partition("_")
+        if not (q.isdigit() and i.isdigit()):
+            raise DatasetFormatError(f"{path}: key {key!r} is not '<query>_<db index>'")
+        out[(int(q), int(i))] = str(rel)
+    return out
+
+
+def load_pixel_groundtruth(root: str | Path, name: str) -> dict[tuple[int, int], Path]:
+    """Label file of every annotated (query, db index) pair of a benchmark."""
+    path = pair_labels_path(root, name)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{name} pixel labels not found: {path}. For roxford5k/rparis6k extract the "
+            f"published pixel_retrieval_benchmarks archive (An et al. ICCV'23) into {path.parent}"
+        )
+    return {pair: path.parent / rel for pair, rel in read_pair_labels(path).items()}

@@ -2018,3 +2018,40 @@ def ensure_world(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def ensure_pixel_groundtruth(root: str | Path, name: str = TEST_NAME) -> Path:
+    """Write the test split's pixel labels in PROxford's format from its masks (once).
+
+    Each positive db image's landmark mask becomes a labelme file ``pixel/labels/<image>.json``
+    (outlines of its components, holes filled), and ``pixel/<name>_pair2labelpath.npy`` maps
+    every query-positive pair to it: a db image shows one landmark, whole, as the query crop
+    does. Returns the map's path; the map is written last, so its presence means complete.
+    """
+    from retrieval.eval.pixel import mask_to_polygons  # the geometry lives with the metrics
+
+    path = formats.pair_labels_path(root, name)
+    if path.is_file():
+        return path
+    bench = formats.load_revisitop(root, name, check_images=False)
+    folder = formats.test_dir(root, name)
+    labels: dict[tuple[int, int], str] = {}
+    written: set[int] = set()
+    for q, entry in enumerate(bench.gnd):
+        for i in np.concatenate([entry["easy"], entry["hard"]]).astype(int):
+            stem = bench.images[i].stem
+            rel = f"labels/{stem}.json"
+            if i not in written:
+                mask = np.asarray(Image.open(folder / "masks" / f"{stem}.png")) > 127
+                formats.write_labelme(
+                    path.parent / rel,
+                    mask_to_polygons(mask),
+                    (mask.shape[1], mask.shape[0]),
+                    f"../../jpg/{bench.images[i].name}",
+                    label=f"landmark {stem.rsplit('_', 1)[0]}",
+                )
+                written.add(i)
+            labels[(q, int(i))] = rel
+    formats.write_pair_labels(path, labels)
+    log.info("wrote pixel labels of %d pairs to %s", len(labels), path.parent)
+    return path

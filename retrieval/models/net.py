@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from torch import nn
 
 from retrieval.atomic import atomic_write
 from retrieval.models.backbones import Backbone, build_backbone
-from retrieval.models.pooling import NeuralCodes, build_pooling
+from retrieval.models.pooling import POOLINGS, NeuralCodes, build_pooling
 
 
 class RetrievalNet(nn.Module):
@@ -81,7 +82,13 @@ def build_net(
         head, grid = trunk.classifier_head(pooling_args.get("layer", "fc7"))
         pool = NeuralCodes(head, grid)
     else:
+        if _needs_in_dim(pooling, pooling_args):  # poolings with weights (BoW codebook)
+            pooling_args["in_dim"] = trunk.out_dim
         pool = build_pooling(pooling, **pooling_args)
+        # A pooling initialised from a file (BoW vocabulary) gives arguments that rebuild its
+        # shape without the file; its weights come from the state dict.
+        if hasattr(pool, "rebuild_args"):
+            pooling_args = pool.rebuild_args()
     pooled_dim = pool.out_dim(trunk.out_dim)
     whiten = None
     if whitening:
@@ -98,6 +105,13 @@ def build_net(
         "out_dim": int(whitening) if whitening else int(pooled_dim),
     }
     return RetrievalNet(trunk, pool, whiten, meta)
+
+
+def _needs_in_dim(pooling: str, args: dict[str, Any]) -> bool:
+    """True when the pooling takes an `in_dim` that `args` leaves unset (missing, null, auto)."""
+    cls = POOLINGS.get(pooling)
+    takes = cls is not None and "in_dim" in inspect.signature(cls).parameters
+    return takes and args.get("in_dim") in (None, "auto")
 
 
 def _init_whitening_identity(layer: nn.Linear) -> None:

@@ -562,3 +562,6 @@ def build_pooling(name: str, **kwargs: object) -> nn.Module:
             f"it accepts {list(signature.parameters)}"
         ) from None
     return cls(**kwargs)
+
+
+import retrieval.models.bow  # noqa: E402, F401  (registers the soft BoW pooling as "bow")

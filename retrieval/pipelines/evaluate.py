@@ -11,13 +11,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from retrieval.config import build_net_from_config, validate_network_config
+from retrieval.config import build_net_from_config, extract_options, validate_network_config
 from retrieval.data import formats
 from retrieval.eval.benchmarks import ExtractionSettings, evaluate_net, load_benchmark
 from retrieval.eval.postprocess import alpha_query_expansion, database_augmentation
 from retrieval.extract import cached_extract, extract_descriptors, extraction_key
 from retrieval.models.net import RetrievalNet, load_checkpoint
 from retrieval.models.whitening import apply_whitening, learn_whitening, pca_whitening
+from retrieval.pipelines.bow_pixel import bow_results, learn_bow_vocabulary, pixel_results
 from retrieval.pipelines.loggers import build_loggers
 from retrieval.pipelines.report import markdown_table
 from retrieval.viz import benchmark_grid
@@ -66,9 +67,7 @@ def whitening_postprocess(
         return None
     name = str(cfg.get("whitening_data") or _default_whitening_data(root))
     pairs = formats.read_whiten_pairs(formats.sfm_whiten_path(root, name))
-    options = dict(
-        max_side=settings.image_size, scales=tuple(settings.scales), precision=settings.precision
-    )
+    options = settings.key_options()
     key = extraction_key(net, f"{name}/whitening", pairs.image_paths, **options)
     descriptors = cached_extract(
         cache_dir,
@@ -76,11 +75,9 @@ def whitening_postprocess(
         lambda: extract_descriptors(
             net,
             pairs.image_paths,
-            batch_size=settings.batch_size,
-            device=settings.device,
             desc=f"{name} whitening",
-            progress=settings.progress,
             **options,
+            **settings.speed_options(),
         ),
     )
     if kind == "learned":
@@ -132,8 +129,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
         image_size=int(cfg.image_size),
         scales=tuple(float(s) for s in cfg.scales),
         batch_size=int(cfg.batch_size),
-        precision=str(cfg.precision),
         device=resolve_device(str(cfg.device)),
+        **extract_options(cfg),
     )
     whiten = whitening_postprocess(cfg, net, root, settings, cache_dir)
 
@@ -143,6 +140,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
         return expand(cfg, database, queries)
 
     results: dict[str, dict[str, float]] = {}
+    vocabulary = None
     for name in cfg.datasets:
         benchmark = load_benchmark(str(name), root, cfg.get("generic_root"))
         figures, ranks = evaluate_net(
@@ -162,6 +160,16 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
                 len(benchmark.images),
             )
         results[benchmark.name] = figures
+        if cfg.get("bow"):  # BoW over the same backbone's local features, learned once
+            vocabulary = vocabulary or learn_bow_vocabulary(
+                cfg, net, root, benchmark.images, settings, cache_dir, output_dir
+            )
+            results.update(bow_results(cfg, net, benchmark, *vocabulary, settings, cache_dir))
+        masks = None
+        if cfg.get("pixel") and benchmark.protocol == "revisited":
+            results[f"{benchmark.name}/pixel"], masks = pixel_results(
+                cfg, net, benchmark, ranks, figures, root, settings
+            )
         np.save(output_dir / f"ranks_{benchmark.name}.npy", ranks)
         if cfg.get("grid_queries"):
             benchmark_grid(
@@ -169,6 +177,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
                 ranks,
                 output_dir / f"grid_{benchmark.name}.png",
                 n_queries=int(cfg.grid_queries),
+                masks=masks,
             )
     payload = {
         "results": results,
@@ -189,5 +198,12 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
 
 
 def format_results(results: dict[str, dict[str, float]]) -> str:
-    """The results as Markdown, one table per benchmark (protocols have different figures)."""
-    return "\n\n".join(markdown_table({name: figures}) for name, figures in results.items())
+    """The results as Markdown: consecutive rows with the same figures share a table (a
+    benchmark and its BoW rows), other protocols and the pixel figures get their own."""
+    tables: list[dict[str, dict[str, float]]] = []
+    for name, figures in results.items():
+        if tables and list(next(iter(tables[-1].values()))) == list(figures):
+            tables[-1][name] = figures
+        else:
+            tables.append({name: figures})
+    return "\n\n".join(markdown_table(rows) for rows in tables)
