@@ -15,8 +15,8 @@ from retrieval.data import formats
 from retrieval.data.formats import RetrievalBenchmark
 from retrieval.eval import metrics
 from retrieval.extract import cached_extract, extract_descriptors, extraction_key
-from retrieval.inference import resolve_precision
 from retrieval.index import search
+from retrieval.inference import resolve_precision
 
 log = logging.getLogger(__name__)
 
