@@ -33,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_search import status_mb  # noqa: E402  (the script's folder is on sys.path)
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -46,14 +48,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
-
-
-def _status_mb(field: str) -> float:
-    """A VmRSS/VmHWM figure of this process in MB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def available_gb() -> float:
@@ -97,7 +91,7 @@ def worker(method: str, batch: int, args: argparse.Namespace) -> dict:
         images = torch.randn(n, 3, args.image_size, args.image_size)
         return images.contiguous(memory_format=torch.channels_last), torch.arange(n) // 2
 
-    resident = _status_mb("VmRSS")  # the network, before any batch
+    resident = status_mb("VmRSS")  # the network, before any batch
     # Warm-up at the shapes the step uses: a first call at a new shape creates its kernels.
     step(*data(batch if method == "direct" else min(batch, args.chunk)))
     net.load_state_dict(initial)  # the timed step starts from the same weights in every run
@@ -109,7 +103,7 @@ def worker(method: str, batch: int, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     loss = step(images, labels)
     seconds = time.perf_counter() - start
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     return {"seconds": seconds, "peak_mb": peak, "added_mb": peak - resident, "loss": loss}
 
 

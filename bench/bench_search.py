@@ -102,7 +102,7 @@ def ground_truth(problem: Problem) -> list[dict[str, np.ndarray]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _status_mb(field: str) -> float:
+def status_mb(field: str) -> float:
     """A VmRSS/VmHWM figure of this process in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -125,7 +125,7 @@ def measure(run: Callable[[], tuple[np.ndarray, np.ndarray]], problem: Problem) 
     from retrieval.eval.metrics import compute_map
 
     reset_peak()
-    resident = _status_mb("VmRSS")
+    resident = status_mb("VmRSS")
     start = time.perf_counter()
     ranks, top = run()
     searched = time.perf_counter()
@@ -134,8 +134,8 @@ def measure(run: Callable[[], tuple[np.ndarray, np.ndarray]], problem: Problem) 
     return {
         "search_s": searched - start,
         "eval_s": done - searched,
-        "peak_mb": _status_mb("VmHWM"),
-        "extra_mb": _status_mb("VmHWM") - resident,
+        "peak_mb": status_mb("VmHWM"),
+        "extra_mb": status_mb("VmHWM") - resident,
         "aps": aps.tolist(),
         "top": top[:, :1000].tolist(),
     }
@@ -146,7 +146,7 @@ def worker_dense(problem: Problem, args: argparse.Namespace) -> list[dict]:
     database = np.empty((problem.n, problem.dim), dtype=np.float32)
     for row in range(0, problem.n, CHUNK):
         fill_rows(problem, row, database[row : row + CHUNK])
-    build_peak = _status_mb("VmHWM")
+    build_peak = status_mb("VmHWM")
 
     def run() -> tuple[np.ndarray, np.ndarray]:
         scores = database @ problem.queries.T  # N x Q, as cirtorch's vecs.T @ qvecs
@@ -172,7 +172,7 @@ def worker_flat(problem: Problem, args: argparse.Namespace) -> list[dict]:
         start = time.perf_counter()
         index.add(chunk)
         build += time.perf_counter() - start
-    build_peak = _status_mb("VmHWM")
+    build_peak = status_mb("VmHWM")
     rows = []
     # FAISS >= 1.12 computes few-query searches (nq * d < 128000) pair by pair, memory-bound;
     # the last row forces its BLAS path instead.
@@ -208,7 +208,7 @@ def worker_ivfpq(problem: Problem, args: argparse.Namespace) -> list[dict]:
         index.add(chunk)
         build += time.perf_counter() - start
     index.nprobe = args.nprobe
-    build_peak = _status_mb("VmHWM")
+    build_peak = status_mb("VmHWM")
 
     def run() -> tuple[np.ndarray, np.ndarray]:
         _, ranks = index.search(problem.queries, RECALL_K)

@@ -10,6 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from PIL import Image
+from test_train import TINY_WORLD
 
 from retrieval.config import ConfigError, validate_train_config
 from retrieval.data import formats
@@ -217,12 +218,7 @@ def test_clean_command_writes_a_cleaned_csv(tmp_path, capsys):
 
 TINY = [
     "data=synthetic_labels",
-    "data.synthetic.n_train_landmarks=8",
-    "data.synthetic.n_val_landmarks=4",
-    "data.synthetic.n_test_landmarks=2",
-    "data.synthetic.views_per_landmark=6",
-    "data.synthetic.queries_per_landmark=2",
-    "data.synthetic.max_side=96",
+    *TINY_WORLD,
     "data.classes_per_batch=4",
     "data.images_per_class=3",
     "data.batches_per_epoch=null",

@@ -9,6 +9,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from PIL import Image
+from test_evaluate import TINY_WORLD
 
 from retrieval.data import formats
 from retrieval.eval.pixel import polygons_to_mask
@@ -24,17 +25,6 @@ from retrieval.localize import (
 from retrieval.pipelines.evaluate import format_results, run_evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_WORLD = [
-    f"synthetic.{key}={value}"
-    for key, value in {
-        "n_train_landmarks": 8,
-        "n_val_landmarks": 4,
-        "n_test_landmarks": 3,
-        "views_per_landmark": 8,
-        "queries_per_landmark": 2,
-        "max_side": 96,
-    }.items()
-]
 
 
 def _object_map() -> torch.Tensor:
