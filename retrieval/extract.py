@@ -20,7 +20,6 @@ world_size)`` of the images, so the gathered shards of all ranks, concatenated b
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -183,27 +182,6 @@ def multiscale_power(net: nn.Module, num_scales: int) -> float:
         return 1.0
     # GeM clamps its p to >= 1 when pooling; use the same effective value.
     return float(torch.as_tensor(p).detach().float().clamp(min=1.0).mean())
-
-
-@contextlib.contextmanager
-def _inference(net: nn.Module, device: torch.device, channels_last: bool) -> Iterator[None]:
-    """Eval mode on `device` (optionally channels-last) for the block; restores modes and layout.
-
-    Every submodule's own mode is restored, not `net.train(was_training)`: a training run keeps
-    its BatchNorm layers frozen in eval mode, and mining in between must not unfreeze them.
-    """
-    modes = [(module, module.training) for module in net.modules()]
-    net.eval().to(device)
-    if channels_last:
-        net.to(memory_format=torch.channels_last)
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        if channels_last:
-            net.to(memory_format=torch.contiguous_format)
-        for module, training in modes:
-            module.training = training
 
 
 def _rescale(images: list[torch.Tensor], scale: float) -> list[torch.Tensor]:
