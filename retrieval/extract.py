@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from retrieval.atomic import atomic_write
 from retrieval.data import transforms
 from retrieval.data.transforms import Box, normalize_pixels, pad_batch, prepare_pixels
-from retrieval.inference import PRECISIONS, inference_copy, resolve_precision
+from retrieval.inference import PRECISIONS, prepared, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -253,7 +253,8 @@ def extract_descriptors(
     `net` is a network with ``forward(images, image_sizes=None)`` and a ``meta`` holding 'mean',
     'std' (and 'pooling', 'out_dim'); an eval-mode copy of it runs on `device` without grad
     (BatchNorm folded unless `fold_bn=False`, compiled with `compile=True`), `net` itself is
-    left as it is. `precision="auto"` picks the fastest accurate one for the device
+    left as it is; a `retrieval.inference.inference_copy` made with these settings is used as
+    it is, without another copy. `precision="auto"` picks the fastest accurate one for the device
     (`retrieval.inference.resolve_precision`). With `shard=(rank, world_size)` only the block
     ``shard_range(len(paths), rank, world_size)`` is extracted (boxes are sliced alike).
     """
@@ -278,7 +279,7 @@ def extract_descriptors(
     make_batches = bucket_batches if batching == "bucket" else padded_batches
     batches = make_batches(sizes, batch_size)
     p = multiscale_power(net, len(scales))
-    fast = inference_copy(net, device, channels_last, fold_bn=fold_bn, compile=compile)
+    fast = prepared(net, device, channels_last, fold_bn=fold_bn, compile=compile)
     out: np.ndarray | None = None
     bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress)
     with bar, torch.inference_mode():

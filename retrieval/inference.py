@@ -127,4 +127,30 @@ def inference_copy(
         fast.backbone.features = torch.compile(
             fast.backbone.features, dynamic=None, options={"freezing": True}
         )
+    # What the copy was made for, so that `prepared` can hand it out again instead of re-copying.
+    fast.inference_settings = _settings_key(device, channels_last, fold_bn, compile)
     return fast
+
+
+def _settings_key(
+    device: str | torch.device, channels_last: bool, fold_bn: bool, compile: bool
+) -> tuple:
+    return (torch.device(device), bool(channels_last), bool(fold_bn), bool(compile))
+
+
+def prepared(
+    net: nn.Module,
+    device: str | torch.device = "cpu",
+    channels_last: bool = False,
+    fold_bn: bool = True,
+    compile: bool = False,
+) -> nn.Module:
+    """`net` itself when it is an `inference_copy` made with these settings, else such a copy.
+
+    A caller that extracts many times with one network (a search server answering queries)
+    makes the copy once and passes it in; everyone else gets a fresh copy per extraction.
+    """
+    key = _settings_key(device, channels_last, fold_bn, compile)
+    if getattr(net, "inference_settings", None) == key:
+        return net
+    return inference_copy(net, device, channels_last, fold_bn=fold_bn, compile=compile)

@@ -5,7 +5,13 @@ import torch
 from torch import nn
 
 from retrieval import inference
-from retrieval.inference import conv_bn_pairs, fold_batchnorm, inference_copy, resolve_precision
+from retrieval.inference import (
+    conv_bn_pairs,
+    fold_batchnorm,
+    inference_copy,
+    prepared,
+    resolve_precision,
+)
 from retrieval.models.net import build_net
 
 
@@ -94,3 +100,12 @@ def test_auto_precision_per_device(monkeypatch):
     assert resolve_precision("fp16", "cpu") == "fp16"
     with pytest.raises(ValueError, match="auto, fp32, bf16, fp16"):
         resolve_precision("int8", "cpu")
+
+
+def test_a_prepared_copy_is_reused_only_for_its_own_settings():
+    net = build_net("resnet18", "gem", weights="none")
+    fast = inference_copy(net, "cpu", channels_last=True)
+    assert prepared(fast, "cpu", channels_last=True) is fast
+    other = prepared(fast, "cpu", channels_last=False)
+    assert other is not fast
+    assert prepared(net, "cpu") is not net  # a trained network is always copied

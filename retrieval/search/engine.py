@@ -13,6 +13,7 @@ import torch
 from retrieval.data.transforms import Box
 from retrieval.eval.metrics import ukbench_ns_score
 from retrieval.extract import extract_descriptors
+from retrieval.inference import inference_copy
 from retrieval.search.store import (
     INDEX_FILE,
     IndexStore,
@@ -59,6 +60,8 @@ class Searcher:
         source = network_source(checkpoint) if checkpoint else self.store.network["source"]
         self.net = load_network(source)
         self.store.check_network(network_record(self.net, source))
+        # Prepared once: every query's extraction reuses it instead of copying the network.
+        self._inference_net = inference_copy(self.net, self.device)
 
     def _load(self, attempts: int = 3) -> None:
         """(Re)read the index files."""
@@ -100,7 +103,7 @@ class Searcher:
         """The 1 x D descriptor of an image (cropped to `box`) with the index's settings."""
         settings = self.store.settings
         return extract_descriptors(
-            self.net,
+            self._inference_net,
             [image],
             max_side=int(settings["image_size"]),
             boxes=None if box is None else [box],
