@@ -1110,7 +1110,10 @@ def read_labelled_images(
     return paths, labels
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
+# Image files read by folder layouts (class folders, the search tool's photo folders).
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+)
 
 
 def read_class_folders(root: str | Path) -> tuple[list[Path], np.ndarray, list[str]]:

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from retrieval.atomic import atomic_write
+from retrieval.data.formats import IMAGE_SUFFIXES
 from retrieval.extract import extract_descriptors, network_fingerprint
 from retrieval.index import build_index
 from retrieval.models.net import RetrievalNet, build_net, load_checkpoint
@@ -36,9 +37,6 @@ log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
 FORMAT_VERSION = 1
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-)
 # The extraction of evaluate.py (conf/evaluate.yaml), so that the tool and the benchmarks agree.
 DEFAULT_IMAGE_SIZE = 1024
 DEFAULT_SCALES = (1.0, 2**-0.5, 0.5)
