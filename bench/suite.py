@@ -31,7 +31,7 @@ import copy
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,12 @@ from bench_extract import write_images  # noqa: E402
 
 from retrieval.data.datamodules import MiningConfig, TupleDataModule, TupleSource  # noqa: E402
 from retrieval.data.transforms import prepare_image  # noqa: E402
-from retrieval.extract import extract_descriptors  # noqa: E402
-from retrieval.inference import PRECISIONS, inference_copy, resolve_precision  # noqa: E402
+from retrieval.extract import (  # noqa: E402
+    ImageListDataset,
+    calibration_batches,
+    extract_descriptors,
+)
+from retrieval.inference import PRECISIONS, inference_copy, prepared, resolve_precision  # noqa: E402
 from retrieval.lightning.module import RetrievalModule  # noqa: E402
 from retrieval.models.net import RetrievalNet, build_net  # noqa: E402
 from retrieval.pipelines.report import markdown_table  # noqa: E402
@@ -65,6 +69,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--weights", default="none")
     parser.add_argument("--precision", default="auto", help="of our path: auto|fp32|bf16|fp16")
     parser.add_argument("--compile", action="store_true", help="torch.compile our extraction")
+    parser.add_argument(
+        "--int8", action="store_true", help="also our int8 path (CPU): extraction and mining"
+    )
     parser.add_argument("--profile", action="store_true", help="where our forward's time goes")
     parser.add_argument("--extract-images", type=int, default=12)
     parser.add_argument("--extract-size", type=int, default=1024)
@@ -85,6 +92,8 @@ def parse_args() -> argparse.Namespace:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     args.device = torch.device(args.device)
     args.precision = resolve_precision(args.precision, args.device)
+    if args.int8 and args.device.type != "cpu":
+        raise SystemExit("--int8 is a CPU path; leave it out on GPUs")
     # On CPU a batch of large images runs slower than one at a time (caches); GPUs need batches.
     args.batch = args.batch or (1 if args.device.type == "cpu" else 32)
     return args
@@ -121,10 +130,12 @@ def reference_settings(args: argparse.Namespace) -> dict[str, Any]:
     return dict(batch_size=1, precision="fp32", channels_last=False, fold_bn=False, num_workers=1)
 
 
-def fast_settings(args: argparse.Namespace, compile: bool = False) -> dict[str, Any]:
+def fast_settings(
+    args: argparse.Namespace, compile: bool = False, precision: str | None = None
+) -> dict[str, Any]:
     return dict(
         batch_size=args.batch,
-        precision=args.precision,
+        precision=precision or args.precision,
         channels_last=True,
         fold_bn=True,
         num_workers=args.workers,
@@ -140,8 +151,11 @@ def bare_forward(
     device: torch.device,
     repeats: int = 1,
 ) -> float:
-    """Seconds of the network alone on prepared tensors in memory, batched as `settings` say."""
-    fast = inference_copy(
+    """Seconds of the network alone on prepared tensors in memory, batched as `settings` say.
+
+    `net` is used as it is when it is already an inference copy with these settings (int8).
+    """
+    fast = prepared(
         net,
         device,
         settings["channels_last"],
@@ -191,10 +205,21 @@ def extraction(args: argparse.Namespace, net: RetrievalNet, folder: Path) -> dic
     ]
     if args.compile:
         runs.append((f"extraction: ours ({_describe(args)}, compiled)", fast_settings(args, True)))
+    if args.int8:
+        runs.append(
+            (f"extraction: ours ({_describe(args, 'int8')})", fast_settings(args, False, "int8"))
+        )
     for name, settings in runs:
+        runner = net
+        if settings["precision"] == "int8":
+            # Calibration is a fixed cost per extraction (a database: once), timed on its own.
+            start = time.perf_counter()
+            dataset = ImageListDataset(paths, args.extract_size)
+            runner = int8_copy(net, settings, calibration_batches(net, dataset, SCALES))
+            rows_extra = {"calibration (s, once)": time.perf_counter() - start}
         seconds, descriptors[name] = timed(
-            lambda settings=settings: extract_descriptors(
-                net,
+            lambda settings=settings, runner=runner: extract_descriptors(
+                runner,
                 paths,
                 args.extract_size,
                 scales=SCALES,
@@ -205,8 +230,10 @@ def extraction(args: argparse.Namespace, net: RetrievalNet, folder: Path) -> dic
             args.device,
             args.repeats,
         )
-        bare = bare_forward(net, images, settings, SCALES, args.device, args.repeats)
+        bare = bare_forward(runner, images, settings, SCALES, args.device, args.repeats)
         rows[name] = _throughput_row(len(paths), seconds, bare)
+        if runner is not net:
+            rows[name].update(rows_extra)
     _add_speedups(rows)
     if args.profile:
         print(forward_profile(net, images[0], fast_settings(args), args.device), "\n")
@@ -214,6 +241,15 @@ def extraction(args: argparse.Namespace, net: RetrievalNet, folder: Path) -> dic
     for name, _ in runs[1:]:
         rows[name]["min cosine to reference"] = float((reference * descriptors[name]).sum(1).min())
     return rows
+
+
+def int8_copy(
+    net: RetrievalNet, settings: dict[str, Any], calibration: Iterable[torch.Tensor]
+) -> torch.nn.Module:
+    """The int8 inference copy extraction would make, calibrated on these image batches."""
+    return inference_copy(
+        net, "cpu", settings["channels_last"], settings["fold_bn"], calibration=lambda: calibration
+    )
 
 
 def forward_profile(
@@ -245,10 +281,15 @@ def mining(
     """One mining epoch with reference and fast extraction settings."""
     rows, tuples = {}, None
     mean, std = net.meta["mean"], net.meta["std"]
-    for name, settings in [
+    runs = [
         ("mining: reference (1 image, fp32)", reference_settings(args)),
         (f"mining: ours ({_describe(args)})", fast_settings(args)),
-    ]:
+    ]
+    if args.int8:
+        runs.append(
+            (f"mining: ours ({_describe(args, 'int8')})", fast_settings(args, False, "int8"))
+        )
+    for name, settings in runs:
         config = MiningConfig(
             qsize=args.mining_queries,
             poolsize=args.mining_pool,
@@ -266,7 +307,10 @@ def mining(
         seconds, tuples = timed(mine, args.device, args.repeats)
         ids = np.unique(np.concatenate([tuples.query, tuples.positive, _pool_ids(datamodule)]))
         images = [prepare_image(source.paths[i], args.train_size, mean, std) for i in ids]
-        bare = bare_forward(net, images, settings, (1.0,), args.device, args.repeats)
+        runner = net
+        if settings["precision"] == "int8":  # the epoch above calibrated; the bare limit too
+            runner = int8_copy(net, settings, [x[None] for x in images[:: len(ids) // 8]])
+        bare = bare_forward(runner, images, settings, (1.0,), args.device, args.repeats)
         rows[name] = _throughput_row(len(ids), seconds, bare)
         rows[name]["outside the forward (%)"] = 100 * (1 - bare / seconds)
     _add_speedups(rows)
@@ -379,8 +423,8 @@ def search(args: argparse.Namespace) -> dict[str, dict]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _describe(args: argparse.Namespace) -> str:
-    return f"batch {args.batch}, {args.precision}, channels_last, BN folded"
+def _describe(args: argparse.Namespace, precision: str | None = None) -> str:
+    return f"batch {args.batch}, {precision or args.precision}, channels_last, BN folded"
 
 
 def _throughput_row(images: int, seconds: float, bare_seconds: float) -> dict[str, float]:
@@ -441,10 +485,13 @@ def summary(sections: dict[str, dict[str, dict]]) -> dict[str, dict]:
                 if "dense" in r
             ]
         else:
-            pairs = [tuple(section)[:2]]
+            reference, *variants = section
+            pairs = [(reference, ours) for ours in variants]
         for reference, ours in pairs:
             unit = next(k for k in section[ours] if k.endswith("/s"))
-            label = name if not name.startswith("search") else reference.split(":")[0]
+            label = reference.split(":")[0]
+            if not name.startswith("search"):
+                label = f"{name}, ours ({ours.split('(', 1)[1]}"
             rows[label] = {
                 "reference": section[reference][unit],
                 "ours": section[ours][unit],

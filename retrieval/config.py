@@ -169,9 +169,9 @@ def extract_options(cfg: DictConfig) -> dict[str, Any]:
     node = cfg.get("extract") or {}
     precision = node.get("precision", "fp32")
     _check(
-        precision in ("auto", "fp32", "bf16", "fp16"),
+        precision in ("auto", "fp32", "bf16", "fp16", "int8"),
         "extract.precision",
-        f"{precision!r}; valid: auto, fp32, bf16, fp16",
+        f"{precision!r}; valid: auto, fp32, bf16, fp16, int8",
     )
     return {
         "precision": str(node.get("precision", "fp32")),

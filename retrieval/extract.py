@@ -20,6 +20,7 @@ world_size)`` of the images, so the gathered shards of all ranks, concatenated b
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -41,6 +42,7 @@ from retrieval.atomic import atomic_write
 from retrieval.data import transforms
 from retrieval.data.transforms import Box, normalize_pixels, pad_batch, prepare_pixels
 from retrieval.inference import PRECISIONS, prepared, resolve_precision
+from retrieval.quantize import CALIBRATION_IMAGES
 
 logger = logging.getLogger(__name__)
 
@@ -255,8 +257,10 @@ def extract_descriptors(
     (BatchNorm folded unless `fold_bn=False`, compiled with `compile=True`), `net` itself is
     left as it is; a `retrieval.inference.inference_copy` made with these settings is used as
     it is, without another copy. `precision="auto"` picks the fastest accurate one for the device
-    (`retrieval.inference.resolve_precision`). With `shard=(rank, world_size)` only the block
-    ``shard_range(len(paths), rank, world_size)`` is extracted (boxes are sliced alike).
+    (`retrieval.inference.resolve_precision`); `precision="int8"` (CPU) quantises the trunk,
+    calibrated on a few images of `paths` (`calibration_batches`). With
+    `shard=(rank, world_size)` only the block ``shard_range(len(paths), rank, world_size)`` is
+    extracted (boxes are sliced alike).
     """
     if batching not in BATCHINGS:
         raise ValueError(f"batching must be one of {BATCHINGS}, got {batching!r}")
@@ -267,6 +271,12 @@ def extract_descriptors(
     if boxes is not None and len(boxes) != len(paths):
         raise ValueError(f"got {len(boxes)} boxes for {len(paths)} images; give one per image")
     paths = list(paths)
+    calibration = None
+    if resolve_precision(precision, device) == "int8":
+        # Calibrated on the whole list before sharding, so that every rank quantises alike.
+        calibration = functools.partial(
+            calibration_batches, net, ImageListDataset(paths, max_side, boxes), scales
+        )
     if shard is not None:
         start, stop = shard_range(len(paths), *shard)
         paths = paths[start:stop]
@@ -279,7 +289,7 @@ def extract_descriptors(
     make_batches = bucket_batches if batching == "bucket" else padded_batches
     batches = make_batches(sizes, batch_size)
     p = multiscale_power(net, len(scales))
-    fast = prepared(net, device, channels_last, fold_bn=fold_bn, compile=compile)
+    fast = prepared(net, device, channels_last, fold_bn, compile, calibration)
     out: np.ndarray | None = None
     bar = tqdm(total=len(dataset), desc=desc, unit="img", disable=not progress)
     with bar, torch.inference_mode():
@@ -292,6 +302,24 @@ def extract_descriptors(
             out[indices] = v
             bar.update(len(indices))
     return out
+
+
+def calibration_batches(
+    net: nn.Module,
+    dataset: ImageListDataset,
+    scales: Sequence[float],
+    count: int = CALIBRATION_IMAGES,
+) -> Iterator[torch.Tensor]:
+    """Normalised single-image batches, at every scale, of `count` images spread over `dataset`.
+
+    The int8 activation ranges are observed on these (`retrieval.quantize`).
+    """
+    mean, std = net.meta["mean"], net.meta["std"]
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round())
+    for index in picks.astype(int):
+        image = normalize_pixels(dataset[index][1], mean, std)
+        for scale in scales:
+            yield _rescale([image], scale)[0][None]
 
 
 def extract_distributed(net: nn.Module, paths: Sequence[str | Path], **kwargs: Any) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Inference-time speed-ups of a network: precision per device, BatchNorm folding, compilation.
 
-All of them leave the descriptors equal up to float round-off (lower precision: cosine >= 0.999
-to fp32, tested). `inference_copy` never touches the network it is given, so mining in the middle
-of a training run neither changes the trained weights nor their memory format.
+All of them but int8 leave the descriptors equal up to float round-off (bf16/fp16: cosine >=
+0.999 to fp32, tested); int8 (`retrieval.quantize`, CPUs only, opt-in) trades a measured bit of
+accuracy for ~5x. `inference_copy` never touches the network it is given, so mining in the
+middle of a training run neither changes the trained weights nor their memory format.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -18,7 +20,14 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The dtype each precision runs the float parts of a network in (autocast); int8 quantises the
+# trunk and keeps everything around it in fp32.
+PRECISIONS = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "int8": torch.float32,
+}
 
 
 @functools.cache
@@ -45,6 +54,10 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
     if precision not in PRECISIONS:
         raise ValueError(
             f"precision must be one of auto, {', '.join(PRECISIONS)}; got {precision!r}"
+        )
+    if precision == "int8" and torch.device(device).type != "cpu":
+        raise ValueError(
+            f"precision int8 runs on CPUs only, not on {device}; use bf16, fp16 or auto there"
         )
     return precision
 
@@ -113,11 +126,27 @@ def inference_copy(
     channels_last: bool = False,
     fold_bn: bool = True,
     compile: bool = False,
+    calibration: Callable[[], Iterable[torch.Tensor]] | None = None,
 ) -> nn.Module:
-    """An eval-mode copy of `net` on `device`, BatchNorm folded, optionally compiled."""
+    """An eval-mode copy of `net` on `device`, BatchNorm folded, optionally compiled or int8.
+
+    With `calibration` (a function giving normalised image batches) the trunk is quantised to
+    int8 with activation ranges observed on those batches (`retrieval.quantize`).
+    """
+    if calibration is not None and (compile or torch.device(device).type != "cpu"):
+        raise ValueError("int8 runs on CPU and without compile; set compile=false for int8")
+    if getattr(net, "inference_settings", (False,) * 5)[4]:
+        raise ValueError(
+            "this network is an int8 inference copy already; make other copies from the float "
+            "network it was made from"
+        )
     fast = copy.deepcopy(net).eval().requires_grad_(False)
     if fold_bn and hasattr(fast, "backbone"):
         fold_batchnorm(fast.backbone.features)
+    if calibration is not None:
+        from retrieval.quantize import quantize_trunk
+
+        fast.backbone.features = quantize_trunk(fast.backbone.features, calibration())
     fast = fast.to(device)
     if channels_last:
         fast = fast.to(memory_format=torch.channels_last)
@@ -128,14 +157,16 @@ def inference_copy(
             fast.backbone.features, dynamic=None, options={"freezing": True}
         )
     # What the copy was made for, so that `prepared` can hand it out again instead of re-copying.
-    fast.inference_settings = _settings_key(device, channels_last, fold_bn, compile)
+    fast.inference_settings = _settings_key(
+        device, channels_last, fold_bn, compile, calibration is not None
+    )
     return fast
 
 
 def _settings_key(
-    device: str | torch.device, channels_last: bool, fold_bn: bool, compile: bool
+    device: str | torch.device, channels_last: bool, fold_bn: bool, compile: bool, int8: bool
 ) -> tuple:
-    return (torch.device(device), bool(channels_last), bool(fold_bn), bool(compile))
+    return (torch.device(device), bool(channels_last), bool(fold_bn), bool(compile), bool(int8))
 
 
 def prepared(
@@ -144,13 +175,15 @@ def prepared(
     channels_last: bool = False,
     fold_bn: bool = True,
     compile: bool = False,
+    calibration: Callable[[], Iterable[torch.Tensor]] | None = None,
 ) -> nn.Module:
     """`net` itself when it is an `inference_copy` made with these settings, else such a copy.
 
     A caller that extracts many times with one network (a search server answering queries)
-    makes the copy once and passes it in; everyone else gets a fresh copy per extraction.
+    makes the copy once and passes it in; everyone else gets a fresh copy per extraction. An
+    int8 copy is handed out again as it is: its calibration stays the one it was made with.
     """
-    key = _settings_key(device, channels_last, fold_bn, compile)
+    key = _settings_key(device, channels_last, fold_bn, compile, calibration is not None)
     if getattr(net, "inference_settings", None) == key:
         return net
-    return inference_copy(net, device, channels_last, fold_bn=fold_bn, compile=compile)
+    return inference_copy(net, device, channels_last, fold_bn, compile, calibration)

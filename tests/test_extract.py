@@ -209,7 +209,7 @@ def test_empty_list_and_bad_options(net):
     with pytest.raises(ValueError, match="batching"):
         extract_descriptors(net, [], MAX_SIDE, batching="sorted")
     with pytest.raises(ValueError, match="precision"):
-        extract_descriptors(net, [], MAX_SIDE, precision="int8")
+        extract_descriptors(net, [], MAX_SIDE, precision="fp8")
 
 
 def test_shard_ranges_partition_contiguously():

@@ -99,7 +99,7 @@ def test_auto_precision_per_device(monkeypatch):
     assert resolve_precision("auto", "cuda") == "fp16"
     assert resolve_precision("fp16", "cpu") == "fp16"
     with pytest.raises(ValueError, match="auto, fp32, bf16, fp16"):
-        resolve_precision("int8", "cpu")
+        resolve_precision("fp8", "cpu")
 
 
 def test_a_prepared_copy_is_reused_only_for_its_own_settings():

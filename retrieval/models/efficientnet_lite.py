@@ -68,11 +68,52 @@ class SameConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pad asymmetrically as TensorFlow does, then convolve without padding."""
-        pad_h = _same_pad(x.shape[-2], self.kernel_size[0], self.stride[0])
-        pad_w = _same_pad(x.shape[-1], self.kernel_size[1], self.stride[1])
-        if pad_h or pad_w:
-            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        pads = same_padding(x, self.kernel_size, self.stride)
+        if any(pads):
+            x = F.pad(x, pads)
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+    def plain_equivalent(self) -> nn.Module:
+        """The same convolution from standard layers (for int8 quantisation), weights shared.
+
+        Stride 1 with an odd kernel pads symmetrically: a plain padded Conv2d. Otherwise the
+        padding depends on the input size, so a `SamePad` runs before an unpadded Conv2d.
+        """
+        symmetric = self.stride == (1, 1) and all(k % 2 for k in self.kernel_size)
+        padding = tuple(k // 2 for k in self.kernel_size) if symmetric else 0
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            stride=self.stride,
+            padding=padding,
+            groups=self.groups,
+            bias=self.bias is not None,
+        )
+        conv.weight = self.weight
+        conv.bias = self.bias
+        return conv if symmetric else nn.Sequential(SamePad(self.kernel_size, self.stride), conv)
+
+
+class SamePad(nn.Module):
+    """The zero padding of TensorFlow "SAME" for a kernel and stride, for any input size."""
+
+    def __init__(self, kernel_size: tuple[int, int], stride: tuple[int, int]) -> None:
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, same_padding(x, self.kernel_size, self.stride))
+
+
+@torch.fx.wrap  # one graph node evaluated at run time: the amounts depend on the input's size
+def same_padding(
+    x: torch.Tensor, kernel_size: tuple[int, int], stride: tuple[int, int]
+) -> list[int]:
+    """F.pad amounts [left, right, top, bottom] of TensorFlow "SAME" for `x`."""
+    pad_h = _same_pad(x.shape[-2], kernel_size[0], stride[0])
+    pad_w = _same_pad(x.shape[-1], kernel_size[1], stride[1])
+    return [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2]
 
 
 def _same_pad(size: int, kernel: int, stride: int) -> int:
