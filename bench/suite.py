@@ -2,6 +2,7 @@
 
     python bench/suite.py                     # everything (2 CPU cores: about 15 minutes)
     python bench/suite.py --quick             # fewer images, search at 100k only (about 5 minutes)
+    python bench/suite.py --compile --int8    # + compiled and int8 rows (CPU; about 20 minutes)
     python bench/suite.py --only extract mining --device cuda
 
 Every section runs a reference and our fast path side by side on the same files and network:
@@ -10,7 +11,8 @@ Every section runs a reference and our fast path side by side on the same files 
               full path (JPEG files -> descriptors) one image at a time in fp32 (the cirtorch way
               of computing) against ours (size buckets, `auto` precision, channels_last, folded
               BatchNorm, loading threads), each beside the bare forward of its network on tensors
-              already in memory in the same settings (the limit of that setting).
+              already in memory in the same settings (the limit of that setting). With --int8
+              also our int8 path, its calibration timed on its own (a fixed cost per extraction).
   mining      one epoch (queries + pool extracted at 362 px, hard negatives selected), reference
               settings against ours; the share of the epoch spent outside the bare forward.
   training    forward + backward + Adam step of 5-tuple batches at 362 px: fp32, contiguous, one
@@ -51,7 +53,7 @@ from retrieval.extract import (  # noqa: E402
     calibration_batches,
     extract_descriptors,
 )
-from retrieval.inference import PRECISIONS, inference_copy, prepared, resolve_precision  # noqa: E402
+from retrieval.inference import PRECISIONS, inference_copy, resolve_precision  # noqa: E402
 from retrieval.lightning.module import RetrievalModule  # noqa: E402
 from retrieval.models.net import RetrievalNet, build_net  # noqa: E402
 from retrieval.pipelines.report import markdown_table  # noqa: E402
@@ -153,15 +155,17 @@ def bare_forward(
 ) -> float:
     """Seconds of the network alone on prepared tensors in memory, batched as `settings` say.
 
-    `net` is used as it is when it is already an inference copy with these settings (int8).
+    `net` is used as it is when it is already an inference copy (the int8 one, calibrated).
     """
-    fast = prepared(
-        net,
-        device,
-        settings["channels_last"],
-        fold_bn=settings["fold_bn"],
-        compile=settings.get("compile", False),
-    )
+    fast = net
+    if not hasattr(net, "inference_settings"):
+        fast = inference_copy(
+            net,
+            device,
+            settings["channels_last"],
+            fold_bn=settings["fold_bn"],
+            compile=settings.get("compile", False),
+        )
     dtype = PRECISIONS[settings["precision"]]
     fmt = torch.channels_last if settings["channels_last"] else torch.contiguous_format
     groups: dict[tuple, list[torch.Tensor]] = {}
@@ -210,13 +214,13 @@ def extraction(args: argparse.Namespace, net: RetrievalNet, folder: Path) -> dic
             (f"extraction: ours ({_describe(args, 'int8')})", fast_settings(args, False, "int8"))
         )
     for name, settings in runs:
-        runner = net
+        runner, extra = net, {}
         if settings["precision"] == "int8":
             # Calibration is a fixed cost per extraction (a database: once), timed on its own.
             start = time.perf_counter()
             dataset = ImageListDataset(paths, args.extract_size)
             runner = int8_copy(net, settings, calibration_batches(net, dataset, SCALES))
-            rows_extra = {"calibration (s, once)": time.perf_counter() - start}
+            extra = {"calibration (s, once)": time.perf_counter() - start}
         seconds, descriptors[name] = timed(
             lambda settings=settings, runner=runner: extract_descriptors(
                 runner,
@@ -232,8 +236,7 @@ def extraction(args: argparse.Namespace, net: RetrievalNet, folder: Path) -> dic
         )
         bare = bare_forward(runner, images, settings, SCALES, args.device, args.repeats)
         rows[name] = _throughput_row(len(paths), seconds, bare)
-        if runner is not net:
-            rows[name].update(rows_extra)
+        rows[name].update(extra)
     _add_speedups(rows)
     if args.profile:
         print(forward_profile(net, images[0], fast_settings(args), args.device), "\n")
@@ -278,8 +281,12 @@ def mining_source(args: argparse.Namespace, folder: Path) -> TupleSource:
 def mining(
     args: argparse.Namespace, net: RetrievalNet, source: TupleSource
 ) -> tuple[dict[str, dict], Any]:
-    """One mining epoch with reference and fast extraction settings."""
-    rows, tuples = {}, None
+    """One mining epoch with reference and fast extraction settings.
+
+    int8 is timed with a network calibrated beforehand on the epoch's images (the calibration
+    a mining epoch runs first, a fixed cost reported on its own).
+    """
+    rows, tuples, ids = {}, None, None
     mean, std = net.meta["mean"], net.meta["std"]
     runs = [
         ("mining: reference (1 image, fp32)", reference_settings(args)),
@@ -303,16 +310,20 @@ def mining(
             compile=settings.get("compile", False),
         )
         datamodule = TupleDataModule(source, config)
-        mine = lambda dm=datamodule: dm.mine(net, epoch=0)  # noqa: E731
+        runner, extra = net, {}
+        if settings["precision"] == "int8":  # ids: the images every epoch-0 run extracts
+            start = time.perf_counter()
+            dataset = ImageListDataset([source.paths[i] for i in ids], args.train_size)
+            runner = int8_copy(net, settings, calibration_batches(net, dataset, (1.0,)))
+            extra = {"calibration (s, once)": time.perf_counter() - start}
+        mine = lambda dm=datamodule, runner=runner: dm.mine(runner, epoch=0)  # noqa: E731
         seconds, tuples = timed(mine, args.device, args.repeats)
         ids = np.unique(np.concatenate([tuples.query, tuples.positive, _pool_ids(datamodule)]))
         images = [prepare_image(source.paths[i], args.train_size, mean, std) for i in ids]
-        runner = net
-        if settings["precision"] == "int8":  # the epoch above calibrated; the bare limit too
-            runner = int8_copy(net, settings, [x[None] for x in images[:: len(ids) // 8]])
         bare = bare_forward(runner, images, settings, (1.0,), args.device, args.repeats)
         rows[name] = _throughput_row(len(ids), seconds, bare)
         rows[name]["outside the forward (%)"] = 100 * (1 - bare / seconds)
+        rows[name].update(extra)
     _add_speedups(rows)
     return rows, tuples
 
@@ -358,7 +369,7 @@ def training(
             d = torch.cat([module.net(img[None]) for img in images])
             tuple_loss = module.loss_fn(d[:1], d[1:2], d[None, 2:])
             tuple_loss.backward()
-            total += float(tuple_loss)
+            total += tuple_loss.item()
         return total
 
     def fast_step(module: RetrievalModule, step: list) -> float:

@@ -173,6 +173,11 @@ def extract_options(cfg: DictConfig) -> dict[str, Any]:
         "extract.precision",
         f"{precision!r}; valid: auto, fp32, bf16, fp16, int8",
     )
+    _check(
+        not (precision == "int8" and node.get("compile", False)),
+        "extract.compile",
+        "true with extract.precision=int8; the quantised trunk runs uncompiled: set it to false",
+    )
     return {
         "precision": str(node.get("precision", "fp32")),
         "channels_last": bool(node.get("channels_last", False)),

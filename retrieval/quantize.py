@@ -2,7 +2,8 @@
 
 Where the CPU has no AMX, bf16 does not pay (oneDNN's AVX-512 BF16 convolutions are slower than
 fp32), but int8 does: AVX-512 VNNI multiplies four int8 pairs per lane per instruction, and a
-quantised ResNet50 runs ~5x faster than fp32 at 1024 px on two cores. Unlike the other
+quantised ResNet50 extracts 2.8x faster than our fp32 path at 1024 px on two cores (4.2x the
+one-image fp32 reference; bench/suite.py --int8). Unlike the other
 speed-ups this one changes the descriptors beyond round-off, so it is opt-in
 (`extract.precision=int8`) and its cost is measured: the cosine of int8 to fp32 descriptors and
 the mAP it moves (README, performance section).
@@ -11,8 +12,8 @@ Only the trunk is quantised; pooling, whitening and normalisation stay in fp32. 
 ranges come from a calibration pass over a few of the images being described, so every
 extraction calibrates on its own image list (deterministic: the same list gives the same
 descriptors). Built on torch's FX graph-mode quantisation, run by fbgemm. It pays on dense
-convolutions (ResNet, VGG: 2.7-4x); fbgemm's int8 depthwise convolutions are slow, so on
-EfficientNet-Lite0 int8 runs slower than fp32 (measured; README, performance section).
+convolutions (ResNet50); fbgemm's int8 depthwise convolutions are slow, so on EfficientNet-Lite0
+int8 runs slower than fp32 (measured; README, performance section).
 """
 
 from __future__ import annotations

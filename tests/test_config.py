@@ -134,3 +134,6 @@ def test_extract_options_are_validated():
     assert extract_options(cfg)["precision"] == "auto" and extract_options(cfg)["channels_last"]
     with pytest.raises(ConfigError, match="extract.precision.*valid: auto, .*, int8"):
         extract_options(OmegaConf.create({"extract": {"precision": "fp8"}}))
+    assert extract_options(OmegaConf.create({"extract": {"precision": "int8"}}))["precision"]
+    with pytest.raises(ConfigError, match="extract.compile.*int8.*set it to false"):
+        extract_options(OmegaConf.create({"extract": {"precision": "int8", "compile": True}}))

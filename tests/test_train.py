@@ -94,6 +94,18 @@ def test_resume_mines_and_trains_like_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(pa, pb, rtol=0, atol=4 * LR, msg=name)
 
 
+def test_int8_mining_finds_the_fp32_hard_negatives(tmp_path):
+    """Epoch 0 mines with the untrained network: int8 and fp32 must pick nearly the same tuples."""
+    tuples = {}
+    for precision in ("fp32", "int8"):
+        run = tmp_path / precision
+        train(run, "trainer.max_epochs=1", f"extract.precision={precision}")
+        tuples[precision] = EpochTuples.load(run / "tuples" / "train_epoch000.npz")
+    np.testing.assert_array_equal(tuples["int8"].query, tuples["fp32"].query)
+    same = (tuples["int8"].negatives == tuples["fp32"].negatives).mean()
+    assert same >= 0.75, f"only {same:.0%} of the hard negatives agree"
+
+
 def test_invalid_mining_setup_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match="data.nnum"):
         train(tmp_path, "data.nnum=7")
