@@ -3,10 +3,9 @@
 Where the CPU has no AMX, bf16 does not pay (oneDNN's AVX-512 BF16 convolutions are slower than
 fp32), but int8 does: AVX-512 VNNI multiplies four int8 pairs per lane per instruction, and a
 quantised ResNet50 extracts 2.8x faster than our fp32 path at 1024 px on two cores (4.2x the
-one-image fp32 reference; bench/suite.py --int8). Unlike the other
-speed-ups this one changes the descriptors beyond round-off, so it is opt-in
-(`extract.precision=int8`) and its cost is measured: the cosine of int8 to fp32 descriptors and
-the mAP it moves (README, performance section).
+one-image fp32 reference; bench/suite.py --int8). Unlike the other speed-ups this one changes
+the descriptors beyond round-off, so it is opt-in (`extract.precision=int8`) and its cost is
+measured: the cosine of int8 to fp32 descriptors and the mAP it moves (README, performance).
 
 Only the trunk is quantised; pooling, whitening and normalisation stay in fp32. Activation
 ranges come from a calibration pass over a few of the images being described, so every
@@ -107,9 +106,9 @@ def _observe_relu6_range(observed: fx.GraphModule, convs: set[str]) -> None:
     """Quantise the outputs of `convs` on [0, 6], the range the ReLU6 after them leaves.
 
     The quantiser observes a convolution's output before its ReLU6 (the two do not fuse), so
-    its scale would span the pre-activation range (-30..30 in Lite0's stem): 8 times coarser
+    its scale would span the pre-activation range (-27..31 in Lite0's stem): ten times coarser
     than needed, and the descriptors fell to cosine 0.87. Fixed [0, 6] is TFLite's fused
-    conv+ReLU6 and lifted them to 0.99. Only the output observer changes, not the input's.
+    conv+ReLU6 and lifted them to 0.98-0.99. Only the output observer changes, not the input's.
     """
     from torch.ao.quantization import FixedQParamsObserver
 

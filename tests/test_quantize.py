@@ -153,8 +153,16 @@ def test_prepared_int8_copy_is_reused_with_its_calibration():
         prepared(int8)  # an fp32 copy cannot be made from int8 weights
 
 
-def test_folded_batchnorm_leaves_nothing_for_the_quantiser_to_fuse():
+def test_quantising_leaves_the_float_trunk_alone():
+    torch.manual_seed(0)
     trunk = build_net("resnet18", "gem", weights="none").backbone.features.eval()
     assert fold_batchnorm(trunk) > 0
-    int8 = quantize_trunk(trunk, [torch.rand(1, 3, 32, 32)])
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in int8.modules())
+    before = {k: v.clone() for k, v in trunk.state_dict().items()}
+    x = torch.rand(1, 3, 64, 48) * 2 - 1
+    int8 = quantize_trunk(trunk, [x])
+    for k, v in trunk.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not any(isinstance(m, quantized.Conv2d) for m in trunk.modules())
+    with torch.inference_mode():
+        cosine = torch.nn.functional.cosine_similarity(_gem(trunk(x)), _gem(int8(x)))
+    assert cosine.item() > 0.99
