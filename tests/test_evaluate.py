@@ -152,3 +152,34 @@ def test_figures_are_logged_to_the_selected_loggers(tmp_path):
     header, row = metrics_csv.read_text().splitlines()[:2]
     values = dict(zip(header.split(","), row.split(","), strict=True))
     assert float(values["synthetic-rox/M/mAP"]) == pytest.approx(results["synthetic-rox"]["M/mAP"])
+
+
+def test_wandb_run_is_ended_with_the_figures(tmp_path, monkeypatch):
+    """An evaluation closes its W&B run, so a sweep's next job starts its own."""
+    import time
+
+    import wandb
+    from test_pictures import wandb_records
+
+    for var in ("WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for var, sub in (("WANDB_DIR", "wb"), ("WANDB_CONFIG_DIR", "wbc"), ("WANDB_CACHE_DIR", "wbk")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    results = evaluate(tmp_path / "run", "logger=[wandb]")
+    assert wandb.run is None  # finished, not left for the process exit
+    (log,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    for _ in range(100):  # the W&B service may still be writing the log after finish()
+        records = wandb_records(log)
+        if any(r.HasField("exit") for r in records):
+            break
+        time.sleep(0.1)
+    logged = {
+        item.key or "/".join(item.nested_key): item.value_json
+        for record in records
+        if record.HasField("history")
+        for item in record.history.item
+    }
+    logged_map = float(logged["synthetic-rox/M/mAP"])
+    assert logged_map == pytest.approx(results["synthetic-rox"]["M/mAP"])

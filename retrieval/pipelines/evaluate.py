@@ -19,7 +19,7 @@ from retrieval.extract import cached_extract, extract_descriptors, extraction_ke
 from retrieval.models.net import RetrievalNet, load_checkpoint
 from retrieval.models.whitening import apply_whitening, learn_whitening, pca_whitening
 from retrieval.pipelines.bow_pixel import bow_results, learn_bow_vocabulary, pixel_results
-from retrieval.pipelines.loggers import build_loggers
+from retrieval.pipelines.loggers import build_loggers, finish_loggers
 from retrieval.pipelines.report import markdown_table
 from retrieval.viz import benchmark_grid
 
@@ -185,7 +185,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     (output_dir / "results.json").write_text(json.dumps(payload, indent=2, default=str))
-    for logger in build_loggers(cfg):
+    loggers = build_loggers(cfg)
+    for logger in loggers:
         logger.log_metrics(
             {
                 f"{name}/{key}": value
@@ -194,6 +195,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
             }
         )
         logger.finalize("success")
+    finish_loggers(loggers)  # a sweep's next job starts a new W&B run
     return results
 
 
