@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from retrieval.extract import ImageListDataset, calibration_batches, extract_des
 from retrieval.inference import fold_batchnorm, inference_copy, prepared, resolve_precision
 from retrieval.models.efficientnet_lite import SameConv2d, SamePad
 from retrieval.models.net import build_net
-from retrieval.quantize import CalibrationError, quantize_trunk
+from retrieval.quantize import CalibrationError, PerShapeCopies, quantize_trunk
 
 UKBENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ukbench_sample"
 
@@ -166,3 +167,21 @@ def test_quantising_leaves_the_float_trunk_alone():
     with torch.inference_mode():
         cosine = torch.nn.functional.cosine_similarity(_gem(trunk(x)), _gem(int8(x)))
     assert cosine.item() > 0.99
+
+
+def test_each_input_shape_runs_on_its_own_copy_least_recent_dropped():
+    torch.manual_seed(0)
+    trunk = build_net("resnet18", "gem", weights="none").backbone.features.eval()
+    fold_batchnorm(trunk)
+    int8 = quantize_trunk(trunk, [torch.rand(1, 3, 40, 40) * 2 - 1])
+    assert isinstance(int8, PerShapeCopies)
+    reference = copy.deepcopy(int8.quantized)  # the one module every shape would share
+    int8.capacity = 2
+    sizes = [(40, 40), (32, 48), (40, 40), (24, 24), (32, 48)]
+    inputs = {size: torch.rand(1, 3, *size) * 2 - 1 for size in sizes}
+    with torch.inference_mode():
+        for size in sizes:
+            torch.testing.assert_close(int8(inputs[size]), reference(inputs[size]))
+    # (40, 40) was used before (24, 24), so the copy for (32, 48) made room and came back new.
+    assert [key[0][-2:] for key in int8._copies] == [(24, 24), (32, 48)]
+    assert len({id(m) for m in int8._copies.values()}) == 2
