@@ -376,7 +376,7 @@ def training(
         with plugin.forward_context():
             step_loss = module.tuple_loss(step)
         step_loss.backward()
-        return float(step_loss)
+        return step_loss.item()
 
     rows = {}
     for name, channels_last, step_fn in [

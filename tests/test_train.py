@@ -102,8 +102,12 @@ def test_int8_mining_finds_the_fp32_hard_negatives(tmp_path):
         train(run, "trainer.max_epochs=1", f"extract.precision={precision}")
         tuples[precision] = EpochTuples.load(run / "tuples" / "train_epoch000.npz")
     np.testing.assert_array_equal(tuples["int8"].query, tuples["fp32"].query)
-    same = (tuples["int8"].negatives == tuples["fp32"].negatives).mean()
-    assert same >= 0.75, f"only {same:.0%} of the hard negatives agree"
+    # As sets per query: near-ties among the hardest may swap places between precisions.
+    shared = [
+        len(set(a) & set(b)) / len(a)
+        for a, b in zip(tuples["int8"].negatives, tuples["fp32"].negatives, strict=True)
+    ]
+    assert np.mean(shared) >= 0.75, f"only {np.mean(shared):.0%} of the hard negatives agree"
 
 
 def test_invalid_mining_setup_fails_before_training(tmp_path):
