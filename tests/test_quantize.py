@@ -185,3 +185,16 @@ def test_each_input_shape_runs_on_its_own_copy_least_recent_dropped():
     # (40, 40) was used before (24, 24), so the copy for (32, 48) made room and came back new.
     assert [key[0][-2:] for key in int8._copies] == [(24, 24), (32, 48)]
     assert len({id(m) for m in int8._copies.values()}) == 2
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "densenet121", "efficientnet_b0", "convnext_tiny"])
+def test_every_kind_of_trunk_quantises(backbone):
+    """Plain stacks, concatenations, SiLU with squeeze-excitation, LayerNorm with permutes."""
+    torch.manual_seed(0)
+    net = build_net(backbone, "gem", weights="none")
+    x = torch.rand(1, 3, 96, 128) * 2 - 1
+    int8 = inference_copy(net, calibration=lambda: [x])
+    assert any(isinstance(m, quantized.Conv2d) for m in int8.modules())
+    with torch.inference_mode():
+        cosine = torch.nn.functional.cosine_similarity(inference_copy(net)(x), int8(x))
+    assert cosine.item() > 0.99
