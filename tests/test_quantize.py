@@ -35,6 +35,7 @@ def test_plain_equivalent_of_same_conv_is_exact(kernel, stride, height, width):
         assert isinstance(plain[0], SamePad) and plain[1].padding == (0, 0)
     x = torch.randn(2, 4, height, width)
     torch.testing.assert_close(plain(x), conv(x), rtol=0, atol=1e-6)
+    assert not conv.eval().plain_equivalent().training  # the mode carries over
 
 
 def _ukbench_photos(count: int) -> list[Path]:
@@ -187,13 +188,22 @@ def test_each_input_shape_runs_on_its_own_copy_least_recent_dropped():
     assert len({id(m) for m in int8._copies.values()}) == 2
 
 
-@pytest.mark.parametrize("backbone", ["vgg16", "densenet121", "efficientnet_b0", "convnext_tiny"])
-def test_every_kind_of_trunk_quantises(backbone):
+@pytest.mark.parametrize(
+    "backbone,fold_bn",
+    [
+        ("vgg16", True),
+        ("densenet121", True),
+        ("efficientnet_b0", True),
+        ("convnext_tiny", True),
+        ("efficientnet_lite0", False),  # the quantiser fuses the BatchNorms itself
+    ],
+)
+def test_every_kind_of_trunk_quantises(backbone, fold_bn):
     """Plain stacks, concatenations, SiLU with squeeze-excitation, LayerNorm with permutes."""
     torch.manual_seed(0)
     net = build_net(backbone, "gem", weights="none")
     x = torch.rand(1, 3, 96, 128) * 2 - 1
-    int8 = inference_copy(net, calibration=lambda: [x])
+    int8 = inference_copy(net, fold_bn=fold_bn, calibration=lambda: [x])
     assert any(isinstance(m, quantized.Conv2d) for m in int8.modules())
     with torch.inference_mode():
         cosine = torch.nn.functional.cosine_similarity(inference_copy(net)(x), int8(x))

@@ -92,7 +92,8 @@ class SameConv2d(nn.Conv2d):
         )
         conv.weight = self.weight
         conv.bias = self.bias
-        return conv if symmetric else nn.Sequential(SamePad(self.kernel_size, self.stride), conv)
+        plain = conv if symmetric else nn.Sequential(SamePad(self.kernel_size, self.stride), conv)
+        return plain.train(self.training)
 
 
 class SamePad(nn.Module):
