@@ -65,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(DEFAULT_SCALES),
         help="multi-scale factors (as evaluate.py)",
     )
-    index.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    index.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "bf16", "fp16", "int8"),
+        help="int8: CPUs, 3-4x faster with ResNet-class networks (queries stay fp32)",
+    )
     index.add_argument("--batch-size", type=int, default=16)
     index.add_argument(
         "--chunk", type=int, default=1000, help="commit the index every CHUNK extracted images"

@@ -171,6 +171,26 @@ def test_query_prints_ranked_paths_and_writes_a_page(tmp_path, capsys):
     assert not np.allclose(crop, searcher.describe(paths[0]))
 
 
+def test_int8_index_is_queried_in_fp32_and_finds_the_same_photos(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    paths = [photo(photos / f"p{i}.jpg", i, size=(192, 144)) for i in range(5)]
+    out, size = tmp_path / "int8", ["--image-size", "192", "--scales", "1", "--quiet"]
+    code, _, _ = cli(capsys, "index", photos, "--out", out, "--precision", "int8", *size)
+    assert code == 0
+    update_index(photos, tmp_path / "fp32", **{**FAST, "image_size": 192})
+    low, full = Searcher(tmp_path / "int8", device="cpu"), Searcher(tmp_path / "fp32", device="cpu")
+    assert low.store.settings["precision"] == "int8"
+    query = full.describe(paths[2])
+    np.testing.assert_array_equal(low.describe(paths[2]), query)  # fp32, as the fp32 index
+    low_hits, full_hits = low.search(query, k=5)[0], full.search(query, k=5)[0]
+    assert low_hits[0].path == full_hits[0].path == str(paths[2])
+    # Every photo scores about the same (near-ties among the unrelated ones may swap places).
+    full_scores = {hit.path: hit.score for hit in full_hits}
+    for hit in low_hits:
+        assert hit.score == pytest.approx(full_scores[hit.path], abs=0.05)
+    assert not np.array_equal(low.store.descriptors, full.store.descriptors)  # int8 was used
+
+
 def test_another_network_or_settings_are_refused(tmp_path, capsys):
     photos, out = tmp_path / "photos", tmp_path / "index"
     image = photo(photos / "a.jpg", 0)

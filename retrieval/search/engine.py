@@ -102,13 +102,16 @@ class Searcher:
     def describe(self, image: str | Path, box: Box | None = None) -> np.ndarray:
         """The 1 x D descriptor of an image (cropped to `box`) with the index's settings."""
         settings = self.store.settings
+        # An int8 index is queried in fp32: calibrating for one image costs more than the query,
+        # and an fp32 query ranks int8 descriptors as it ranks their fp32 originals (README).
+        precision = "fp32" if settings["precision"] == "int8" else settings["precision"]
         return extract_descriptors(
             self._inference_net,
             [image],
             max_side=int(settings["image_size"]),
             boxes=None if box is None else [box],
             scales=tuple(settings["scales"]),
-            precision=settings["precision"],
+            precision=precision,
             device=self.device,
             progress=False,
         )
