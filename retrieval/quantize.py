@@ -24,7 +24,7 @@ import torch
 from torch import fx, nn
 
 # oneDNN rather than fbgemm: on EfficientNet-Lite0 fbgemm's int8 depthwise convolutions ran 4x
-# slower than fp32, oneDNN's 2x faster; on ResNet50 both are equal. oneDNN uses 8-bit activations.
+# slower than fp32, oneDNN's 1.9x faster; on ResNet50 both are equal. oneDNN uses 8-bit activations.
 ENGINE = "onednn"
 ACTIVATION_LEVELS = 255
 # Per-shape copies of a quantised trunk kept at most (`PerShapeCopies`): a ResNet50's ~25 MB each.
@@ -42,9 +42,9 @@ class CalibrationError(RuntimeError):
 def quantize_trunk(trunk: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.Module:
     """An int8 copy of `trunk` (fp32 in, fp32 out), its ranges observed on `calibration` batches.
 
-    `trunk` should have its BatchNorms folded already (`inference.fold_batchnorm`); modules that
-    define ``plain_equivalent()`` (TensorFlow-"SAME" convolutions) are swapped for standard layers
-    first so that the quantiser recognises their convolutions.
+    BatchNorms may be folded already (`inference.fold_batchnorm`) or not (the quantiser fuses
+    them with their convolutions); modules that define ``plain_equivalent()`` (TensorFlow-"SAME"
+    convolutions) are swapped for standard layers first so that the quantiser recognises them.
     """
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
@@ -64,10 +64,10 @@ def quantize_trunk(trunk: nn.Module, calibration: Iterable[torch.Tensor]) -> nn.
         try:
             clamped = convs_into_relu6(model)
             observed = prepare_fx(model, get_default_qconfig_mapping(ENGINE), (first,))
-        except Exception as err:  # fx.proxy.TraceError and the shape-dependent control flow
+        except Exception as err:  # mostly fx.proxy.TraceError: control flow on a traced value
             raise CalibrationError(
-                f"cannot quantise {type(trunk).__name__} to int8: its forward does not trace "
-                f"({err}); use extract.precision=fp32"
+                f"cannot quantise {type(trunk).__name__} to int8 (its forward must trace with "
+                f"torch.fx: {err}); use extract.precision=fp32"
             ) from err
         _observe_relu6_range(observed, clamped)
         with torch.inference_mode():
