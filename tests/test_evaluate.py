@@ -156,25 +156,14 @@ def test_figures_are_logged_to_the_selected_loggers(tmp_path):
 
 def test_wandb_run_is_ended_with_the_figures(tmp_path, monkeypatch):
     """An evaluation closes its W&B run, so a sweep's next job starts its own."""
-    import time
-
     import wandb
-    from test_pictures import wandb_records
+    from test_pictures import finished_wandb_records, offline_wandb
 
-    for var in ("WANDB_API_KEY", "WANDB_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    for var, sub in (("WANDB_DIR", "wb"), ("WANDB_CONFIG_DIR", "wbc"), ("WANDB_CACHE_DIR", "wbk")):
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    monkeypatch.setenv("WANDB_SILENT", "true")
+    offline_wandb(monkeypatch, tmp_path)
     results = evaluate(tmp_path / "run", "logger=[wandb]")
     assert wandb.run is None  # finished, not left for the process exit
     (log,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
-    for _ in range(100):  # the W&B service may still be writing the log after finish()
-        records = wandb_records(log)
-        if any(r.HasField("exit") for r in records):
-            break
-        time.sleep(0.1)
+    records = finished_wandb_records(log)
     logged = {
         item.key or "/".join(item.nested_key): item.value_json
         for record in records

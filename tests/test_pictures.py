@@ -183,13 +183,28 @@ def wandb_records(path: Path) -> list:
     return records
 
 
-def test_tiny_run_writes_pictures_and_logs_to_offline_wandb_and_tensorboard(tmp_path, monkeypatch):
+def offline_wandb(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """W&B offline and silent, writing under `tmp_path`, whatever this machine's settings."""
     for var in ("WANDB_API_KEY", "WANDB_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
     for var, sub in (("WANDB_DIR", "wb"), ("WANDB_CONFIG_DIR", "wbc"), ("WANDB_CACHE_DIR", "wbk")):
         monkeypatch.setenv(var, str(tmp_path / sub))
     monkeypatch.setenv("WANDB_SILENT", "true")
+
+
+def finished_wandb_records(path: Path) -> list:
+    """The records of an offline run once its exit is logged (the W&B service may lag)."""
+    for _ in range(100):
+        records = wandb_records(path)
+        if any(r.HasField("exit") for r in records):
+            break
+        time.sleep(0.1)
+    return records
+
+
+def test_tiny_run_writes_pictures_and_logs_to_offline_wandb_and_tensorboard(tmp_path, monkeypatch):
+    offline_wandb(monkeypatch, tmp_path)
     run = tmp_path / "run"
     results = train(
         run, "trainer.max_epochs=1", "logger=[csv,wandb,tensorboard]", "pictures.queries=2"
@@ -201,12 +216,7 @@ def test_tiny_run_writes_pictures_and_logs_to_offline_wandb_and_tensorboard(tmp_
     assert saved["after"] == pytest.approx(results["after"]) and saved["overrides"] == []
 
     (wandb_file,) = (run / "wandb").glob("offline-run-*/run-*.wandb")
-    records = wandb_records(wandb_file)
-    for _ in range(100):  # the W&B service may still be writing the log after finish()
-        if any(r.HasField("exit") for r in records):
-            break
-        time.sleep(0.1)
-        records = wandb_records(wandb_file)
+    records = finished_wandb_records(wandb_file)
     logged = set()
     for record in records:
         if record.HasField("history"):
