@@ -265,14 +265,15 @@ def extract_descriptors(
     if batching not in BATCHINGS:
         raise ValueError(f"batching must be one of {BATCHINGS}, got {batching!r}")
     device = torch.device(device)
-    dtype = PRECISIONS[resolve_precision(precision, device)]
+    precision = resolve_precision(precision, device)
+    dtype = PRECISIONS[precision]
     if not scales or any(s <= 0 for s in scales):
         raise ValueError(f"scales must be a non-empty list of positive factors, got {scales}")
     if boxes is not None and len(boxes) != len(paths):
         raise ValueError(f"got {len(boxes)} boxes for {len(paths)} images; give one per image")
     paths = list(paths)
     calibration = None
-    if resolve_precision(precision, device) == "int8":
+    if precision == "int8":
         # Calibrated on the whole list before sharding, so that every rank quantises alike.
         calibration = functools.partial(
             calibration_batches, net, ImageListDataset(paths, max_side, boxes), scales
