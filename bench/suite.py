@@ -33,7 +33,7 @@ import copy
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -216,11 +216,7 @@ def extraction(args: argparse.Namespace, net: RetrievalNet, folder: Path) -> dic
     for name, settings in runs:
         runner, extra = net, {}
         if settings["precision"] == "int8":
-            # Calibration is a fixed cost per extraction (a database: once), timed on its own.
-            start = time.perf_counter()
-            dataset = ImageListDataset(paths, args.extract_size)
-            runner = int8_copy(net, settings, calibration_batches(net, dataset, SCALES))
-            extra = {"calibration (s, once)": time.perf_counter() - start}
+            runner, extra = calibrated_int8(net, settings, paths, args.extract_size, SCALES)
         seconds, descriptors[name] = timed(
             lambda settings=settings, runner=runner: extract_descriptors(
                 runner,
@@ -246,13 +242,24 @@ def extraction(args: argparse.Namespace, net: RetrievalNet, folder: Path) -> dic
     return rows
 
 
-def int8_copy(
-    net: RetrievalNet, settings: dict[str, Any], calibration: Iterable[torch.Tensor]
-) -> torch.nn.Module:
-    """The int8 inference copy extraction would make, calibrated on these image batches."""
-    return inference_copy(
-        net, "cpu", settings["channels_last"], settings["fold_bn"], calibration=lambda: calibration
+def calibrated_int8(
+    net: RetrievalNet,
+    settings: dict[str, Any],
+    paths: Sequence[str],
+    max_side: int,
+    scales: Sequence[float],
+) -> tuple[torch.nn.Module, dict[str, float]]:
+    """The int8 copy extraction of `paths` would make, and its calibration time.
+
+    Calibration is a fixed cost per extraction (a database: once), so it is timed on its own and
+    the timed runs get the calibrated copy.
+    """
+    start = time.perf_counter()
+    batches = calibration_batches(net, ImageListDataset(paths, max_side), scales)
+    runner = inference_copy(
+        net, "cpu", settings["channels_last"], settings["fold_bn"], calibration=lambda: batches
     )
+    return runner, {"calibration (s, once)": time.perf_counter() - start}
 
 
 def forward_profile(
@@ -312,10 +319,8 @@ def mining(
         datamodule = TupleDataModule(source, config)
         runner, extra = net, {}
         if settings["precision"] == "int8":  # ids: the images every epoch-0 run extracts
-            start = time.perf_counter()
-            dataset = ImageListDataset([source.paths[i] for i in ids], args.train_size)
-            runner = int8_copy(net, settings, calibration_batches(net, dataset, (1.0,)))
-            extra = {"calibration (s, once)": time.perf_counter() - start}
+            paths = [source.paths[i] for i in ids]
+            runner, extra = calibrated_int8(net, settings, paths, args.train_size, (1.0,))
         mine = lambda dm=datamodule, runner=runner: dm.mine(runner, epoch=0)  # noqa: E731
         seconds, tuples = timed(mine, args.device, args.repeats)
         ids = np.unique(np.concatenate([tuples.query, tuples.positive, _pool_ids(datamodule)]))

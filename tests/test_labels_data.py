@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 from PIL import Image
-from test_train import TINY_WORLD
+from test_train import TINY_JOB, TINY_WORLD
 
 from retrieval.config import ConfigError, validate_train_config
 from retrieval.data import formats
@@ -222,12 +222,7 @@ TINY = [
     "data.classes_per_batch=4",
     "data.images_per_class=3",
     "data.batches_per_epoch=null",
-    "data.image_size=96",
-    "data.test_image_size=96",
-    "data.num_workers=0",
-    "logger=[csv]",
-    "evaluate_before=false",
-    "trainer.log_every_n_steps=1",
+    *TINY_JOB,
     "pictures.queries=0",
 ]
 

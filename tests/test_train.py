@@ -24,11 +24,8 @@ TINY_WORLD = [
     "data.synthetic.queries_per_landmark=2",
     "data.synthetic.max_side=96",
 ]
-TINY_RUN = [
-    "data.qsize=6",
-    "data.poolsize=24",
-    "data.nnum=2",
-    "data.batch_size=3",
+# A tiny job whatever the data: small images, no loader processes, CSV logs only.
+TINY_JOB = [
     "data.image_size=96",
     "data.test_image_size=96",
     "data.num_workers=0",
@@ -36,6 +33,7 @@ TINY_RUN = [
     "evaluate_before=false",
     "trainer.log_every_n_steps=1",
 ]
+TINY_RUN = ["data.qsize=6", "data.poolsize=24", "data.nnum=2", "data.batch_size=3", *TINY_JOB]
 
 
 @pytest.fixture(autouse=True)
