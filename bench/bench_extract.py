@@ -4,7 +4,7 @@
 
 Side by side in one run, on the same JPEG files (written to a temporary folder):
   reference   one image at a time, fp32, contiguous (as cirtorch's extract_vectors)
-  ours        retrieval.extract: size buckets, autocast (bf16 where supported), channels_last
+  ours        extraction.extract: size buckets, autocast (bf16 where supported), channels_last
 and, for each setting, the bare forward of the network on tensors already in memory (its limit).
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from retrieval.extract import extract_descriptors
+from retrieval.extraction.extract import extract_descriptors
 from retrieval.models.net import build_net
 from retrieval.pipelines.report import markdown_table
 

@@ -5,7 +5,7 @@
 The network is the default EfficientNet-Lite0-GeM (ImageNet weights, BatchNorm frozen, NHWC) on
 random images of image-size x image-size, m x 8 images per batch, the AP loss and one Adam step.
 
-* multi-stage (retrieval.multistage): the whole batch forwarded in chunks without gradients, the
+* multi-stage (lightning/multistage.py): the whole batch forwarded in chunks without gradients, the
   loss and its gradient on the descriptors, then each chunk forwarded again and back-propagated;
   memory is that of one chunk, whatever the batch.
 * direct: one forward of the whole batch with gradients and one backward. Its activation memory
@@ -63,9 +63,9 @@ def worker(method: str, batch: int, args: argparse.Namespace) -> dict:
     import torch
 
     from retrieval.lightning.module import freeze_batchnorm
+    from retrieval.lightning.multistage import multistage_backward
     from retrieval.losses import APLoss
     from retrieval.models.net import build_net
-    from retrieval.multistage import multistage_backward
 
     torch.manual_seed(0)
     net = build_net("efficientnet_lite0", "gem", weights="imagenet")

@@ -15,10 +15,10 @@ import time
 import torch
 
 from retrieval.data import formats
-from retrieval.data.datamodules import MiningConfig, TupleDataModule, TupleSource
 from retrieval.data.synthetic import SyntheticConfig, ensure_world
 from retrieval.data.transforms import prepare_image
 from retrieval.lightning.module import RetrievalModule
+from retrieval.lightning.tuple_datamodule import MiningConfig, TupleDataModule, TupleSource
 from retrieval.models.net import build_net
 from retrieval.pipelines.report import markdown_table
 

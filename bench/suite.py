@@ -46,15 +46,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_search  # noqa: E402
 from bench_extract import write_images  # noqa: E402
 
-from retrieval.data.datamodules import MiningConfig, TupleDataModule, TupleSource  # noqa: E402
 from retrieval.data.transforms import prepare_image  # noqa: E402
-from retrieval.extract import (  # noqa: E402
+from retrieval.extraction.extract import (  # noqa: E402
     ImageListDataset,
     calibration_batches,
     extract_descriptors,
 )
-from retrieval.inference import PRECISIONS, inference_copy, resolve_precision  # noqa: E402
+from retrieval.extraction.inference import PRECISIONS, inference_copy, resolve_precision  # noqa: E402
 from retrieval.lightning.module import RetrievalModule  # noqa: E402
+from retrieval.lightning.tuple_datamodule import MiningConfig, TupleDataModule, TupleSource  # noqa: E402
 from retrieval.models.net import RetrievalNet, build_net  # noqa: E402
 from retrieval.pipelines.report import markdown_table  # noqa: E402
 

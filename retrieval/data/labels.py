@@ -447,7 +447,7 @@ def clean_labelled_images(
 ) -> LabelledImages:
     """The images that agree with their class (:func:`class_consistent` on ``net``'s
     descriptors), classes left with fewer than ``min_images`` removed."""
-    from retrieval.extract import extract_distributed
+    from retrieval.extraction.extract import extract_distributed
 
     start = time.perf_counter()
     descriptors = extract_distributed(

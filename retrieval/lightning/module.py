@@ -12,14 +12,14 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from retrieval.losses import build_loss
-from retrieval.models.net import RetrievalNet, embed_images
-from retrieval.multistage import (
+from retrieval.lightning.multistage import (
     embed_without_grad,
     gather_rows,
     gather_rows_with_grad,
     multistage_backward,
 )
+from retrieval.losses import build_loss
+from retrieval.models.net import RetrievalNet, embed_images
 
 TupleBatch = list[tuple[list[torch.Tensor], torch.Tensor]]
 # A batch of labelled images: {"images": B x 3 x S x S (zero-padded), "sizes": B x 2, "labels": B}.
@@ -114,7 +114,7 @@ class RetrievalModule(pl.LightningModule):
         return self.loss_fn.label_loss(descriptors, gather_rows(batch["labels"]))
 
     def multistage_step(self, batch: TupleBatch | LabelBatch) -> torch.Tensor:
-        """Accumulate the batch's gradients chunk by chunk (retrieval.multistage); returns loss."""
+        """Accumulate the batch's gradients chunk by chunk (multistage.py); returns loss."""
         # Hold DDP's gradient all-reduce back until the last chunk.
         no_sync = getattr(self.trainer.strategy, "block_backward_sync", nullcontext)
         common = {"chunk_size": self.chunk_size, "backward": self.manual_backward}

@@ -18,8 +18,8 @@ from retrieval.data.formats import RetrievalBenchmark
 from retrieval.data.transforms import prepare_image, resize_longest
 from retrieval.data.tuples import EpochTuples
 from retrieval.models.net import RetrievalNet
-from retrieval.viz import benchmark_grid, pick_queries
-from retrieval.viz_maps import (
+from retrieval.viz.grids import benchmark_grid, pick_queries
+from retrieval.viz.maps import (
     activation_map,
     distance_histograms,
     draw_matches,

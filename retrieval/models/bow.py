@@ -5,11 +5,11 @@ the K visual words c_k (L2-normalised rows of a learnable codebook) with weights
 softmax_k(alpha * <x, c_k>), the weights are averaged over the valid positions (a soft term
 frequency) and multiplied by the words' idf. After the network's L2 normalisation two
 descriptors compare as the cosine of their tf-idf vectors: as alpha grows, this is the hard
-tf-idf bag of words of :mod:`retrieval.bow` (Sivic & Zisserman 2003 on CNN features, as in
+tf-idf bag of words of :mod:`retrieval.local.bow` (Sivic & Zisserman 2003 on CNN features, as in
 Mohedano et al. ICMR'16), made trainable like NetVLAD's soft assignment.
 
 The codebook (K x C) starts from a vocabulary file (``vocabulary=PATH``: the ``.npz`` written
-by :class:`retrieval.bow.Vocabulary`, whose idf it also takes) or from seeded random unit
+by :class:`retrieval.local.bow.Vocabulary`, whose idf it also takes) or from seeded random unit
 vectors; it is a parameter and lives in the state dict, as the idf buffer does, so a checkpoint
 rebuilds it without the file. The output dimension is K.
 """
@@ -49,7 +49,7 @@ def soft_bow(
 
 
 def _load_vocabulary(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Centroids (K x C) and idf (K,) of a vocabulary .npz (see retrieval.bow.Vocabulary)."""
+    """Centroids (K x C) and idf (K,) of a vocabulary .npz (see retrieval.local.bow.Vocabulary)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(

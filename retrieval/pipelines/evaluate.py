@@ -11,17 +11,21 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from retrieval.config import build_net_from_config, extract_options, validate_network_config
 from retrieval.data import formats
 from retrieval.eval.benchmarks import ExtractionSettings, evaluate_net, load_benchmark
 from retrieval.eval.postprocess import alpha_query_expansion, database_augmentation
-from retrieval.extract import cached_extract, extract_descriptors, extraction_key
+from retrieval.extraction.extract import cached_extract, extract_descriptors, extraction_key
 from retrieval.models.net import RetrievalNet, load_checkpoint
 from retrieval.models.whitening import apply_whitening, learn_whitening, pca_whitening
 from retrieval.pipelines.bow_pixel import bow_results, learn_bow_vocabulary, pixel_results
+from retrieval.pipelines.config import (
+    build_net_from_config,
+    extract_options,
+    validate_network_config,
+)
 from retrieval.pipelines.loggers import build_loggers, finish_loggers
 from retrieval.pipelines.report import markdown_table
-from retrieval.viz import benchmark_grid
+from retrieval.viz.grids import benchmark_grid
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from retrieval.atomic import atomic_write
-from retrieval.config import build_net_from_config, extract_options, validate_train_config
 from retrieval.data import formats
-from retrieval.data.datamodules import MiningConfig, TupleDataModule, TupleSource
 from retrieval.data.labels import (
     LabelBatchConfig,
     LabelDataModule,
@@ -39,7 +37,14 @@ from retrieval.index import search
 from retrieval.lightning.callbacks import AtomicCheckpointIO
 from retrieval.lightning.module import RetrievalModule
 from retrieval.lightning.pictures import ValidationPictures
+from retrieval.lightning.tuple_datamodule import MiningConfig, TupleDataModule, TupleSource
 from retrieval.models.net import RetrievalNet, save_checkpoint
+from retrieval.pipelines.config import (
+    ConfigError,
+    build_net_from_config,
+    extract_options,
+    validate_train_config,
+)
 from retrieval.pipelines.loggers import build_loggers, finish_loggers, hydra_overrides
 
 log = logging.getLogger(__name__)
@@ -49,9 +54,14 @@ def data_root(cfg: DictConfig) -> Path:
     """The dataset root: the configured one, or the (generated or cached) synthetic world."""
     if cfg.data.get("root"):
         return Path(str(cfg.data.root)).expanduser()
+    if cfg.data.get("synthetic") is None:  # real data, and no root given
+        raise ConfigError(
+            f"data.root is not set: {cfg.data.name} needs the folder that holds it, e.g. "
+            "python train.py data=... data.root=/data (or paths.data_root=/data for both jobs)"
+        )
     from retrieval.data.synthetic import SyntheticConfig, ensure_world
 
-    params = OmegaConf.to_container(cfg.data.get("synthetic") or {}, resolve=True)
+    params = OmegaConf.to_container(cfg.data.synthetic, resolve=True)
     return ensure_world(None, SyntheticConfig(**params))
 
 

@@ -2,7 +2,7 @@
 
 ``store`` keeps the index directory (descriptors, FAISS index and metadata, written atomically),
 ``engine`` answers queries, ``html`` renders result pages and ``server`` is the local web page;
-``retrieval.search_cli`` is the ``retrieval-search`` command on top of them.
+``retrieval.search.cli`` is the ``retrieval-search`` command on top of them.
 """
 
 from retrieval.search.engine import Hit, Searcher

@@ -12,8 +12,8 @@ import torch
 
 from retrieval.data.transforms import Box
 from retrieval.eval.metrics import ukbench_ns_score
-from retrieval.extract import extract_descriptors
-from retrieval.inference import inference_copy
+from retrieval.extraction.extract import extract_descriptors
+from retrieval.extraction.inference import inference_copy
 from retrieval.search.store import (
     INDEX_FILE,
     IndexStore,

@@ -29,7 +29,7 @@ from PIL import Image
 
 from retrieval.atomic import atomic_write
 from retrieval.data.formats import IMAGE_SUFFIXES
-from retrieval.extract import extract_descriptors, network_fingerprint
+from retrieval.extraction.extract import extract_descriptors, network_fingerprint
 from retrieval.index import build_index
 from retrieval.models.net import RetrievalNet, build_net, load_checkpoint
 

@@ -1,0 +1,1 @@
+"""Network -> descriptors: inference copies, int8, batched multi-scale extraction, caches."""

@@ -1,0 +1,1 @@
+"""Local features of the backbone: BoW index, localisation."""

@@ -1,0 +1,1 @@
+"""Pictures: retrieval grids, activation maps, matching regions."""
