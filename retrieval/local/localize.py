@@ -34,6 +34,7 @@ from PIL import Image
 
 from retrieval.data import formats
 from retrieval.data.formats import RetrievalBenchmark
+from retrieval.data.masks import mask_box, polygons_to_mask
 from retrieval.eval.benchmarks import ExtractionSettings
 from retrieval.eval.pixel import (
     SKIPPED_QUERIES,
@@ -41,9 +42,7 @@ from retrieval.eval.pixel import (
     Pair,
     box_iou,
     evaluate_pixel,
-    mask_box,
     mask_iou,
-    polygons_to_mask,
 )
 from retrieval.local.features import iter_feature_maps
 from retrieval.models.net import RetrievalNet

@@ -11,7 +11,7 @@ from omegaconf import open_dict
 from PIL import Image
 
 from retrieval.data import formats
-from retrieval.eval.pixel import polygons_to_mask
+from retrieval.data.masks import polygons_to_mask
 from retrieval.local.localize import (
     LocalizeOptions,
     component_mask,
