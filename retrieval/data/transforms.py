@@ -9,7 +9,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.functional import normalize, pil_to_tensor
 
-Box = tuple[float, float, float, float]
+from retrieval.types import Box
 
 
 def load_image(path: str | Path) -> Image.Image:

@@ -12,11 +12,11 @@ import numpy as np
 import torch
 
 from retrieval.data import formats
-from retrieval.data.formats import RetrievalBenchmark
 from retrieval.eval import metrics
 from retrieval.extraction.extract import cached_extract, extract_descriptors, extraction_key
 from retrieval.extraction.inference import resolve_precision
 from retrieval.index import search
+from retrieval.types import RetrievalBenchmark
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,6 @@ from retrieval.eval.metrics import compute_map, revisited_protocols
 
 log = logging.getLogger(__name__)
 
-Box = tuple[float, float, float, float]
 Pair = tuple[int, int]  # (query index, database index)
 
 THRESHOLDS: tuple[float, ...] = tuple(round(0.50 + 0.05 * i, 2) for i in range(10))

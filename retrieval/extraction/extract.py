@@ -40,9 +40,10 @@ from tqdm.auto import tqdm
 
 from retrieval.atomic import atomic_write
 from retrieval.data import transforms
-from retrieval.data.transforms import Box, normalize_pixels, pad_batch, prepare_pixels
+from retrieval.data.transforms import normalize_pixels, pad_batch, prepare_pixels
 from retrieval.extraction.inference import PRECISIONS, prepared, resolve_precision
 from retrieval.extraction.quantize import CALIBRATION_IMAGES
+from retrieval.types import Box
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from retrieval.data.transforms import Box, normalize_pixels
+from retrieval.data.transforms import normalize_pixels
 from retrieval.extraction.extract import (
     ImageListDataset,
     bucket_batches,
@@ -24,6 +24,7 @@ from retrieval.extraction.extract import (
 )
 from retrieval.extraction.inference import inference_copy
 from retrieval.models.net import RetrievalNet
+from retrieval.types import Box
 
 
 def iter_feature_maps(

@@ -33,12 +33,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from retrieval.data import formats
-from retrieval.data.formats import RetrievalBenchmark
 from retrieval.data.masks import mask_box, polygons_to_mask
 from retrieval.eval.benchmarks import ExtractionSettings
 from retrieval.eval.pixel import (
     SKIPPED_QUERIES,
-    Box,
     Pair,
     box_iou,
     evaluate_pixel,
@@ -47,6 +45,7 @@ from retrieval.eval.pixel import (
 from retrieval.local.features import iter_feature_maps
 from retrieval.models.net import RetrievalNet
 from retrieval.models.pooling import gem
+from retrieval.types import Box, RetrievalBenchmark
 
 log = logging.getLogger(__name__)
 

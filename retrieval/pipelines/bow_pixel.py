@@ -10,11 +10,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from retrieval.data import formats
-from retrieval.data.formats import RetrievalBenchmark
 from retrieval.eval.benchmarks import ExtractionSettings, evaluate_net
 from retrieval.local.bow import Vocabulary, cached_vocabulary, evaluate_bow, soft_bow_net
 from retrieval.local.localize import LocalizeOptions, pixel_evaluation
 from retrieval.models.net import RetrievalNet
+from retrieval.types import RetrievalBenchmark
 from retrieval.viz.grids import pick_queries
 
 log = logging.getLogger(__name__)

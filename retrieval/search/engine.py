@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retrieval.data.transforms import Box
 from retrieval.eval.metrics import ukbench_ns_score
 from retrieval.extraction.extract import extract_descriptors
 from retrieval.extraction.inference import inference_copy
@@ -22,6 +21,7 @@ from retrieval.search.store import (
     network_record,
     network_source,
 )
+from retrieval.types import Box
 
 log = logging.getLogger(__name__)
 

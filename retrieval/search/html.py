@@ -12,8 +12,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from retrieval.atomic import atomic_write
-from retrieval.data.transforms import Box
 from retrieval.search.engine import Hit
+from retrieval.types import Box
 
 log = logging.getLogger(__name__)
 

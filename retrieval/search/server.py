@@ -21,10 +21,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from retrieval.data.transforms import Box
 from retrieval.search.engine import Hit, Searcher
 from retrieval.search.html import error_section, page, query_section, results_section, thumbnail_uri
 from retrieval.search.store import IMAGE_SUFFIXES, SearchError
+from retrieval.types import Box
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
-from retrieval.data.formats import RetrievalBenchmark
+from retrieval.types import Box, RetrievalBenchmark
 
-Box = Sequence[float]
 Colour = tuple[int, int, int]
 
 POSITIVE = "positive"

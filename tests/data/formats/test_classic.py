@@ -1,0 +1,74 @@
+"""Classic benchmarks: Oxford/Paris original gnd, UKBench groups of four, Holidays."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.data import formats as F
+
+Touch = Callable[[list[Path]], None]
+
+
+def test_oxford_old_protocol_round_trip(tmp_path: Path, touch: Touch) -> None:
+    imlist, qimlist = ["a", "b", "c"], ["q1"]
+    F.write_oxford_gnd(
+        F.gnd_path(tmp_path, "oxford5k"),
+        imlist,
+        qimlist,
+        [{"bbx": [1, 1, 9, 9], "ok": [0, 2], "junk": [1]}],
+    )
+    touch([tmp_path / "test/oxford5k/jpg" / f"{x}.jpg" for x in imlist + qimlist])
+    bench = F.load_oxford(tmp_path, "oxford5k")
+    assert bench.protocol == "oxford"
+    np.testing.assert_array_equal(bench.gnd[0]["ok"], [0, 2])
+    np.testing.assert_array_equal(bench.gnd[0]["junk"], [1])
+    assert bench.query_boxes == [(1.0, 1.0, 9.0, 9.0)]
+    F.write_oxford_gnd(
+        F.gnd_path(tmp_path, "oxford5k"),
+        imlist,
+        qimlist,
+        [{"bbx": [1, 1, 9, 9], "ok": [], "junk": [1]}],
+    )
+    with pytest.raises(F.DatasetFormatError, match=r"no positive images in ok"):
+        F.load_oxford(tmp_path, "oxford5k")
+
+
+def test_ukbench_groups_of_four(tmp_path: Path, touch: Touch) -> None:
+    folder = tmp_path / "test/ukbench/full"
+    touch([folder / f"ukbench{i:05d}.jpg" for i in range(8)])
+    bench = F.load_ukbench(tmp_path)
+    assert bench.protocol == "ukbench" and len(bench.queries) == 8 and bench.query_in_db
+    np.testing.assert_array_equal(bench.gnd[5]["ok"], [4, 6, 7])
+    np.testing.assert_array_equal(bench.gnd[5]["junk"], [5])
+    np.testing.assert_array_equal(bench.query_db_index, np.arange(8))
+    assert bench.labels == ["0"] * 4 + ["1"] * 4
+
+
+def test_ukbench_missing_gives_download_command(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="download ukbench --root"):
+        F.load_ukbench(tmp_path)
+
+
+def test_holidays_groups_and_first_query(tmp_path: Path, touch: Touch) -> None:
+    names = ["100000", "100001", "100002", "100100", "100101", "100200"]
+    touch([tmp_path / "holidays/jpg" / f"{n}.jpg" for n in names[:5]])
+    bench = F.load_holidays(tmp_path)
+    assert [q.stem for q in bench.queries] == ["100000", "100100"]
+    np.testing.assert_array_equal(bench.gnd[0]["ok"], [1, 2])
+    np.testing.assert_array_equal(bench.gnd[1]["ok"], [4])
+    np.testing.assert_array_equal(bench.gnd[1]["junk"], [3])
+    np.testing.assert_array_equal(bench.query_db_index, [0, 3])
+    touch([tmp_path / "holidays/jpg/100200.jpg"])
+    with pytest.raises(F.DatasetFormatError, match=r"100200.jpg \(object 1002\): no other image"):
+        F.load_holidays(tmp_path)
+
+
+def test_ukbench_loader_on_real_sample(shared_folder: Callable[[str], Path]) -> None:
+    sample = shared_folder("ukbench_sample")
+    bench = F.load_ukbench(sample)
+    assert len(bench.images) == 1000 and bench.images[0].name == "ukbench00000.jpg"
+    np.testing.assert_array_equal(bench.gnd[999]["ok"], [996, 997, 998])
