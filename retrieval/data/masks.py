@@ -13,12 +13,14 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from retrieval.types import Box
+
 # Moore neighbourhood in clockwise order on screen (rows grow downwards), starting west.
 _DIRECTIONS = ((0, -1), (-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1))
 _DIRECTION_INDEX = {d: i for i, d in enumerate(_DIRECTIONS)}
 
 
-def mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
+def mask_box(mask: np.ndarray) -> Box | None:
     """Bounding box (pixel edges) of a mask's True pixels, or None when it has none."""
     rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
     if not rows.any():
