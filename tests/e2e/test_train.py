@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.data.tuples import EpochTuples
+from retrieval.data.epoch_tuples import EpochTuples
 from retrieval.models.net import build_net, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
