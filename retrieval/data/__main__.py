@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from collections.abc import Sequence
@@ -95,8 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(download_main(argv[1:]) or 0)
     if argv and argv[0] == "clean":
-        # An entry point hands the job to the pipelines layer (data/ never imports it).
-        return int(importlib.import_module("retrieval.pipelines.clean").main(argv[1:]))
+        from retrieval.data.labels import clean_main
+
+        return clean_main(argv[1:])
     args = _parser().parse_args(argv)
     config = _config(args)
     start = time.perf_counter()

@@ -175,16 +175,8 @@ def merge_shards(shards: Sequence[np.ndarray], n: int | None = None) -> np.ndarr
 
 
 def multiscale_power(net: nn.Module, num_scales: int) -> float:
-    """Exponent p of the multi-scale mean: the GeM p for a GeM net without whitening, else 1."""
-    if num_scales <= 1 or getattr(net, "meta", {}).get("pooling") != "gem":
-        return 1.0
-    if getattr(net, "whitening", None) is not None:
-        return 1.0
-    p = getattr(getattr(net, "pooling", None), "p", None)
-    if p is None:
-        return 1.0
-    # GeM clamps its p to >= 1 when pooling; use the same effective value.
-    return float(torch.as_tensor(p).detach().float().clamp(min=1.0).mean())
+    """Exponent p of the multi-scale mean: the network's (GeM p without whitening), 1 alone."""
+    return 1.0 if num_scales <= 1 else net.multiscale_exponent()
 
 
 def _rescale(images: list[torch.Tensor], scale: float) -> list[torch.Tensor]:

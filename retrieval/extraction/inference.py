@@ -41,6 +41,13 @@ def cpu_has_amx() -> bool:
     return "amx_bf16" in flags
 
 
+def resolve_device(name: str) -> torch.device:
+    """The device `name` stands for: 'auto' picks CUDA when present."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def resolve_precision(precision: str, device: str | torch.device) -> str:
     """The precision `auto` stands for on `device`, or `precision` itself, validated.
 

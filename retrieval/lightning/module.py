@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from retrieval.checkpoint import LIGHTNING_META_KEY
 from retrieval.lightning.multistage import (
     embed_without_grad,
     gather_rows,
@@ -50,7 +51,7 @@ class RetrievalModule(pl.LightningModule):
         # Plain containers only, so that checkpoints load with weights_only=True.
         self.save_hyperparameters(
             {
-                "net_meta": net.meta,
+                LIGHTNING_META_KEY: net.meta,
                 "loss": dict(loss),
                 "optimizer": dict(optimizer),
                 "freeze_bn": freeze_bn,
@@ -160,9 +161,8 @@ class RetrievalModule(pl.LightningModule):
             optimizer.step()
             size = len(batch["labels"]) if isinstance(batch, dict) else len(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=size)
-        p = getattr(self.net.pooling, "p", None)
-        if isinstance(p, torch.Tensor):
-            self.log("train/gem_p", p.detach().mean(), batch_size=size)
+        for name, value in self.net.pooling.training_logs().items():  # e.g. GeM's p
+            self.log(f"train/{name}", value, batch_size=size)
         return loss
 
     def validation_step(self, batch: TupleBatch | LabelBatch, batch_idx: int) -> torch.Tensor:
@@ -187,22 +187,13 @@ class RetrievalModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = self.optim_cfg
         lr, wd = float(cfg["lr"]), float(cfg.get("weight_decay", 0.0))
-        pooling_params = list(self.net.pooling.parameters())
-        pooling_ids = {id(p) for p in pooling_params}
+        pooling = self.net.pooling
+        pooling_ids = {id(p) for p in pooling.parameters()}
         other_params = [p for p in self.net.parameters() if id(p) not in pooling_ids]
         other_params += list(self.loss_fn.parameters())  # e.g. a pml classification head
         # Named groups: the learning-rate monitor logs lr-Adam/net and lr-Adam/pooling.
         groups = [{"params": other_params, "lr": lr, "weight_decay": wd, "name": "net"}]
-        learnable_pooling = [p for p in pooling_params if p.requires_grad]
-        if learnable_pooling:  # GeM p: faster and without weight decay, as cirtorch
-            groups.append(
-                {
-                    "params": learnable_pooling,
-                    "lr": lr * float(cfg.get("pooling_lr_mult", 10.0)),
-                    "weight_decay": 0.0,
-                    "name": "pooling",
-                }
-            )
+        groups += pooling.param_groups(lr, float(cfg.get("pooling_lr_mult", 10.0)))
         name = cfg["name"]
         if name == "adam":
             optimizer = torch.optim.Adam(groups, lr=lr)

@@ -14,8 +14,8 @@ from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torchvision.transforms.functional import to_pil_image
 
-from retrieval.data.epoch_tuples import EpochTuples
 from retrieval.data.transforms import prepare_image, resize_longest
+from retrieval.data.tuples import EpochTuples
 from retrieval.models.net import RetrievalNet
 from retrieval.types import RetrievalBenchmark
 from retrieval.viz.grids import benchmark_grid, pick_queries
@@ -153,11 +153,9 @@ class ValidationPictures(pl.Callback):
         self, net: RetrievalNet, shown: list[tuple[Image.Image, torch.Tensor]]
     ) -> Image.Image:
         """Thumbnails of images with the response behind the network's pooling overlaid."""
-        pooling = str(net.meta.get("pooling", "gem"))
-        p = getattr(net.pooling, "p", 3.0)
         return hstack(
             [
-                tile(overlay_heatmap(img, activation_map(f, pooling, p)), self.thumb)
+                tile(overlay_heatmap(img, activation_map(f, net.pooling)), self.thumb)
                 for img, f in shown
             ]
         )

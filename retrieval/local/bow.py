@@ -10,7 +10,8 @@ score is the cosine of the two vectors. The inverted file keeps, for every word,
 images holding it and their weights; a query visits only the lists of its own words.
 
 The soft-assignment counterpart, trainable like any pooling, is ``pooling=bow``
-(:mod:`retrieval.models.bow`); the vocabulary file written here initialises its codebook.
+(:class:`retrieval.models.pooling.SoftBoW`); the vocabulary file written here initialises its
+codebook.
 """
 
 from __future__ import annotations

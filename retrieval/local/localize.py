@@ -43,8 +43,8 @@ from retrieval.eval.pixel import (
     mask_iou,
 )
 from retrieval.local.features import iter_feature_maps
+from retrieval.models.functional import gem
 from retrieval.models.net import RetrievalNet
-from retrieval.models.pooling import gem
 from retrieval.types import Box, RetrievalBenchmark
 
 log = logging.getLogger(__name__)

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import copy
-import inspect
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retrieval.atomic import atomic_write
 from retrieval.models.backbones import Backbone, build_backbone
-from retrieval.models.pooling import POOLINGS, NeuralCodes, build_pooling
+from retrieval.models.pooling import Pooling, pooling_for_backbone
 
 
 class RetrievalNet(nn.Module):
@@ -22,7 +18,7 @@ class RetrievalNet(nn.Module):
     def __init__(
         self,
         backbone: Backbone,
-        pooling: nn.Module,
+        pooling: Pooling,
         whitening: nn.Linear | None,
         meta: dict[str, Any],
     ) -> None:
@@ -67,6 +63,12 @@ class RetrievalNet(nn.Module):
             return descriptors
         return F.normalize(self.whitening(descriptors), dim=-1)
 
+    def multiscale_exponent(self) -> float:
+        """Exponent p of the multi-scale mean: the pooling's, or 1 when whitening follows it."""
+        if self.whitening is not None:
+            return 1.0
+        return self.pooling.multiscale_exponent()
+
 
 def build_net(
     backbone: str = "efficientnet_lite0",
@@ -78,17 +80,10 @@ def build_net(
     """Build a RetrievalNet from names; `whitening` is the output dimension of a whitening layer."""
     pooling_args = dict(pooling_args or {})
     trunk = build_backbone(backbone, weights=weights)
-    if pooling == "neural_codes":
-        head, grid = trunk.classifier_head(pooling_args.get("layer", "fc7"))
-        pool = NeuralCodes(head, grid)
-    else:
-        if _needs_in_dim(pooling, pooling_args):  # poolings with weights (BoW codebook)
-            pooling_args["in_dim"] = trunk.out_dim
-        pool = build_pooling(pooling, **pooling_args)
-        # A pooling initialised from a file (BoW vocabulary) gives arguments that rebuild its
-        # shape without the file; its weights come from the state dict.
-        if hasattr(pool, "rebuild_args"):
-            pooling_args = pool.rebuild_args()
+    pool = pooling_for_backbone(pooling, trunk, pooling_args)
+    # A pooling initialised from a file (BoW vocabulary) gives arguments that rebuild its shape
+    # without the file; its weights come from the state dict.
+    pooling_args = pool.rebuild_args(pooling_args)
     pooled_dim = pool.out_dim(trunk.out_dim)
     whiten = None
     if whitening:
@@ -105,13 +100,6 @@ def build_net(
         "out_dim": int(whitening) if whitening else int(pooled_dim),
     }
     return RetrievalNet(trunk, pool, whiten, meta)
-
-
-def _needs_in_dim(pooling: str, args: dict[str, Any]) -> bool:
-    """True when the pooling takes an `in_dim` that `args` leaves unset (missing, null, auto)."""
-    cls = POOLINGS.get(pooling)
-    takes = cls is not None and "in_dim" in inspect.signature(cls).parameters
-    return takes and args.get("in_dim") in (None, "auto")
 
 
 def _init_whitening_identity(layer: nn.Linear) -> None:
@@ -132,42 +120,6 @@ def net_from_meta(meta: dict[str, Any]) -> RetrievalNet:
         weights="none",
         whitening=meta.get("whitening"),
     )
-
-
-def save_checkpoint(path: str | Path, net: RetrievalNet, **extra: Any) -> Path:
-    """Write {'meta', 'state_dict', **extra} atomically (temp file, then rename)."""
-    payload = {"meta": copy.deepcopy(net.meta), "state_dict": net.state_dict(), **extra}
-    return atomic_write(path, lambda handle: torch.save(payload, handle))
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> RetrievalNet:
-    """Rebuild a network from our checkpoint or a Lightning checkpoint of RetrievalModule."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {path}")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
-    meta = payload.get("meta") or payload.get("hyper_parameters", {}).get("net_meta")
-    if meta is None:
-        raise ValueError(
-            f"{path} has no 'meta' describing the network (backbone, pooling, whitening): "
-            "it was not written by retrieval. Load raw weights with backbone.weights=PATH instead."
-        )
-    state = payload["state_dict"]
-    if any(k.startswith("net.") for k in state):  # Lightning: the module holds the net as `net`
-        state = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
-    net = net_from_meta(meta)
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"Checkpoint {path} does not fit its network ({meta['backbone']}-{meta['pooling']}): "
-            f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}, "
-            f"shape mismatches {mismatched[:5]}"
-        )
-    net.load_state_dict(state)
-    return net
 
 
 def embed_images(net: RetrievalNet, images: list[torch.Tensor]) -> torch.Tensor:

@@ -1,107 +1,75 @@
-"""Poolings that turn a CNN feature map (B x C x h x w) into one descriptor per image (B x D).
+"""Pooling modules (B x C x h x w feature map -> B x D descriptor) and their registry, POOLINGS.
 
-Each pooling is a pure function of the map plus an optional validity ``mask`` (bool, B x h x w, True
-where the map is valid), with a thin ``nn.Module`` wrapper exposing ``forward(x, mask=None)`` and
-``out_dim(in_dim)``. Outputs are not L2-normalised: the network does that afterwards. In a padded
-batch every image sits at the top-left and padding fills the bottom/right, so the regional
-poolings (R-MAC family, NeuralCodes) rely on the valid part of each sample being a top-left
-rectangle; the global ones (MAC, SPoC, GeM, CroW) accept any mask.
+Each module wraps a pure function of :mod:`retrieval.models.functional` and answers the
+:class:`Pooling` protocol, so the rest of the package asks a pooling for its behaviour instead of
+reading its attributes or listing pooling names. Adding a pooling: a class here, an entry in
+POOLINGS and a ``conf/pooling/NAME.yaml``.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
-from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# (y0, x0, height, width) of a region of the feature map, in feature-map cells.
-Region = tuple[int, int, int, int]
+from retrieval.models import functional as PF
+from retrieval.models.functional import PoolingArgumentError
 
-# R-MAC: target overlap between neighbouring regions, and the candidate numbers k of extra
-# regions along the long side of a non-square map (cirtorch tries 2..7 regions at level 1).
-_RMAC_OVERLAP = 0.4
-_RMAC_EXTRA_STEPS = np.arange(1, 7, dtype=np.float32)
+if TYPE_CHECKING:
+    from retrieval.models.backbones import Backbone
 
-
-# ----------------------------------------------------------------------------------------------
-# input checks and mask helpers
-# ----------------------------------------------------------------------------------------------
+DEFAULT_WORDS = 1024  # soft BoW codebook size without a vocabulary file
 
 
-def _check_input(x: Tensor, mask: Tensor | None) -> None:
-    """Raise ValueError unless x is B x C x h x w and mask (if any) is a bool B x h x w tensor."""
-    if x.dim() != 4:
-        raise ValueError(
-            f"pooling expects a feature map x of shape B x C x h x w, got shape {tuple(x.shape)}; "
-            "add the batch dimension with x.unsqueeze(0)"
-        )
-    if mask is None:
-        return
-    if mask.dtype != torch.bool:
-        raise ValueError(
-            f"pooling mask must be a bool tensor (True where valid), got dtype {mask.dtype}; "
-            "convert it with mask.bool()"
-        )
-    expected = (x.shape[0], x.shape[2], x.shape[3])
-    if tuple(mask.shape) != expected:
-        raise ValueError(
-            f"pooling mask must have shape B x h x w = {expected} to match x of shape "
-            f"{tuple(x.shape)}, got {tuple(mask.shape)}"
-        )
+class Pooling(nn.Module):
+    """Base of every pooling: ``forward(x, mask=None)`` plus what others ask of a pooling.
 
+    The defaults fit a parameter-free pooling whose output has one value per channel.
+    """
 
-def _valid_counts(mask: Tensor) -> Tensor:
-    """Number of valid positions per sample (B x 1), raising if a sample has none."""
-    counts = mask.flatten(1).sum(dim=1, keepdim=True)
-    if bool((counts == 0).any()):
-        empty = (counts.squeeze(1) == 0).nonzero().flatten().tolist()
-        raise ValueError(
-            f"pooling mask has no valid position for sample(s) {empty}; every image needs at "
-            "least one True cell in its mask"
-        )
-    return counts
+    def __init__(self) -> None:  # no arguments unless a pooling declares some
+        super().__init__()
 
+    @classmethod
+    def check_args(cls, **args: Any) -> None:
+        """Raise PoolingArgumentError for an argument out of range (start-up and __init__)."""
 
-def _valid_sizes(mask: Tensor) -> list[tuple[int, int]]:
-    """Each sample's valid (h_i, w_i), checking its mask is a top-left rectangle."""
-    _valid_counts(mask)
-    heights = mask.any(dim=2).sum(dim=1)
-    widths = mask.any(dim=1).sum(dim=1)
-    h, w = mask.shape[1:]
-    rows = torch.arange(h, device=mask.device)[None, :, None] < heights[:, None, None]
-    cols = torch.arange(w, device=mask.device)[None, None, :] < widths[:, None, None]
-    bad = ((rows & cols) != mask).flatten(1).any(dim=1)
-    if bool(bad.any()):
-        raise ValueError(
-            f"regional pooling needs each sample's mask to be a top-left rectangle (images padded "
-            f"at the bottom/right), but sample(s) {bad.nonzero().flatten().tolist()} are not; "
-            "pad images at the bottom/right only, or use a global pooling (mac, spoc, gem, crow)"
-        )
-    return list(zip(heights.tolist(), widths.tolist(), strict=True))
+    @classmethod
+    def for_backbone(cls, backbone: Backbone, **args: Any) -> Pooling:
+        """The pooling on top of `backbone`; most need only their arguments."""
+        return cls(**args)
 
+    def rebuild_args(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Arguments that rebuild this pooling from a checkpoint's meta (default: as given)."""
+        return given
 
-def _per_valid_size(x: Tensor, mask: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
-    """Apply fn to each sample's valid top-left crop (grouping equal sizes) and restore order."""
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, size in enumerate(_valid_sizes(mask)):
-        groups.setdefault(size, []).append(i)
-    outputs, order = [], []
-    for (h, w), idx in groups.items():
-        outputs.append(fn(x[idx, :, :h, :w]))
-        order.extend(idx)
-    inverse = torch.empty(len(order), dtype=torch.long, device=x.device)
-    inverse[torch.tensor(order, device=x.device)] = torch.arange(len(order), device=x.device)
-    return torch.cat(outputs)[inverse]
+    def out_dim(self, in_dim: int) -> int:
+        """Descriptor size for a map with in_dim channels."""
+        return in_dim
 
+    def multiscale_exponent(self) -> float:
+        """Exponent p of the mean of multi-scale descriptors, (mean d^p)^(1/p); 1: plain mean."""
+        return 1.0
 
-def _l2n(v: Tensor, eps: float) -> Tensor:
-    """Rows of v divided by (their L2 norm + eps), as cirtorch normalises regions."""
-    return v / (v.norm(p=2, dim=1, keepdim=True) + eps)
+    def param_groups(self, lr: float, lr_mult: float) -> list[dict[str, Any]]:
+        """Optimiser groups of its learnable weights: lr * lr_mult, no weight decay (cirtorch)."""
+        learnable = [p for p in self.parameters() if p.requires_grad]
+        if not learnable:
+            return []
+        return [{"params": learnable, "lr": lr * lr_mult, "weight_decay": 0.0, "name": "pooling"}]
+
+    def training_logs(self) -> dict[str, Tensor]:
+        """Values worth logging at each training step (e.g. GeM's p)."""
+        return {}
+
+    def activation(self, x: Tensor) -> Tensor:
+        """h x w response behind this pooling of one non-negative C x h x w map (SPoC: sum_c x)."""
+        return PF.sum_response(x)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -109,273 +77,33 @@ def _l2n(v: Tensor, eps: float) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
-def mac(x: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Maximum activation of convolutions: per-channel max over the valid positions (B x C)."""
-    _check_input(x, mask)
-    if mask is None:
-        return x.amax(dim=(-2, -1))
-    _valid_counts(mask)
-    return x.masked_fill(~mask[:, None], float("-inf")).amax(dim=(-2, -1))
-
-
-def spoc(x: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Sum-pooled convolutional features, as a mean over the valid positions (B x C)."""
-    _check_input(x, mask)
-    if mask is None:
-        return x.mean(dim=(-2, -1))
-    counts = _valid_counts(mask)
-    return x.masked_fill(~mask[:, None], 0.0).sum(dim=(-2, -1)) / counts
-
-
-def _check_p(p: float | Tensor, channels: int) -> None:
-    """Raise ValueError unless p is a number >= 1, a scalar tensor or one p per channel."""
-    if isinstance(p, Tensor):
-        if p.dim() > 0 and tuple(p.shape) != (channels,):
-            raise ValueError(
-                f"GeM p must be a number, a scalar tensor or one p per channel (shape ({channels},)"
-                f" for this map), got a tensor of shape {tuple(p.shape)}"
-            )
-    elif p < 1:
-        raise ValueError(f"GeM p must be >= 1 (p=1 is SPoC, p -> inf is MAC), got p={p}")
-
-
-def gem(
-    x: Tensor, p: float | Tensor = 3.0, eps: float = 1e-6, mask: Tensor | None = None
-) -> Tensor:
-    """GeM: (mean over valid positions of max(x, eps)^p)^(1/p); p scalar or one per channel."""
-    _check_input(x, mask)
-    _check_p(p, x.shape[1])
-    # One p per channel broadcasts as C x 1 x 1 over the map and as C over the B x C result.
-    p_map = p.view(-1, 1, 1) if isinstance(p, Tensor) and p.dim() == 1 else p
-    powered = x.clamp(min=eps).pow(p_map)
-    if mask is None:
-        mean = powered.mean(dim=(-2, -1))
-    else:
-        counts = _valid_counts(mask)
-        mean = powered.masked_fill(~mask[:, None], 0.0).sum(dim=(-2, -1)) / counts
-    return mean.pow(1.0 / p)
-
-
-def crow(
-    x: Tensor, a: float = 2.0, b: float = 2.0, eps: float = 1e-6, mask: Tensor | None = None
-) -> Tensor:
-    """Cross-dimensional weighting (Kalantidis et al. 2016): channel weight * weighted spatial sum.
-
-    Reading of the paper's formulas, over the valid positions (i, j) of one image:
-
-    - spatial: Z_ij = sum_k x_kij, S_ij = (Z_ij / ||Z||_a)^(1/b), ||Z||_a = (sum_ij Z_ij^a)^(1/a);
-    - channel: Q_k = (number of positions with x_kij > 0) / (number of valid positions) and
-      Omega_k = log(sum_j Q_j / (eps + Q_k)): rare (sparse) channels get larger weights;
-    - descriptor: f_k = Omega_k * sum_ij S_ij x_kij.
-
-    Guards for degenerate maps: ||Z||_a is floored at eps and S_ij at eps^(1/b) (so the gradient
-    stays finite where Z is zero; those positions have x = 0 and add nothing), and sum_j Q_j is
-    floored at eps, so an all-zero map gives Omega = 0 and a zero descriptor, not NaN.
-    Omega is a count, so no gradient flows through it.
-    """
-    _check_input(x, mask)
-    if a <= 0 or b <= 0:
-        raise ValueError(f"CroW exponents a and b must be > 0, got a={a}, b={b}")
-    if mask is None:
-        counts = x.shape[-2] * x.shape[-1]
-    else:
-        counts = _valid_counts(mask)
-        x = x.masked_fill(~mask[:, None], 0.0)
-    z = x.sum(dim=1)
-    norm = z.pow(a).sum(dim=(-2, -1), keepdim=True).clamp(min=eps**a).pow(1.0 / a)
-    spatial = (z / norm).clamp(min=eps).pow(1.0 / b)
-    weighted = (x * spatial[:, None]).sum(dim=(-2, -1))
-    q = (x > 0).sum(dim=(-2, -1)).to(x.dtype) / counts
-    omega = torch.log(q.sum(dim=1, keepdim=True).clamp(min=eps) / (q + eps))
-    return omega * weighted
-
-
-# ----------------------------------------------------------------------------------------------
-# regional poolings (R-MAC family)
-# ----------------------------------------------------------------------------------------------
-
-
-# The grid arithmetic below runs in float32 on purpose: cirtorch computes it with float32 tensors,
-# and rounding there decides ties between values of k and sometimes puts the last start one cell
-# short of the edge (e.g. 7 * float32(31 / 7) < 31). Exact arithmetic would give a different grid.
-
-
-def _extra_regions(short: int, long: int) -> int:
-    """Number k of extra regions along the long side: the one whose overlap is closest to 40%."""
-    # k extra windows sit (long - short) / k apart, so neighbours overlap by 1 - step / short.
-    # The reference divides by k as a multiplication by float32(1 / k); rounding then breaks ties.
-    step = (np.float32(1.0) / _RMAC_EXTRA_STEPS) * np.float32(long - short)
-    area = np.float32(short * short)
-    overlap = (area - np.float32(short) * step) / area
-    return int(np.argmin(np.abs(overlap - np.float32(_RMAC_OVERLAP)))) + 1  # first on ties
-
-
-def _region_starts(extent: int, side: int, count: int) -> list[int]:
-    """Starts of `count` windows of `side` spread evenly from 0 towards extent - side."""
-    if count == 1:
-        return [0]
-    step = np.float32((extent - side) / (count - 1))
-    # cirtorch floors (half side - 1) + i * step in float32, then removes the offset again.
-    offset = np.float32(side // 2 - 1)
-    positions = offset + np.arange(count, dtype=np.float32) * step
-    return [int(v) - int(offset) for v in np.floor(positions)]
-
-
-@functools.lru_cache(maxsize=512)
-def _rmac_grid(h: int, w: int, levels: int) -> tuple[Region, ...]:
-    """Cached R-MAC grid; see rmac_regions."""
-    short, long = min(h, w), max(h, w)
-    extra = 0 if h == w else _extra_regions(short, long)
-    extra_h, extra_w = (extra, 0) if h > w else (0, extra)
-    regions: list[Region] = []
-    for level in range(1, levels + 1):
-        side = (2 * short) // (level + 1)
-        if side == 0:
-            continue
-        for y0 in _region_starts(h, side, level + extra_h):
-            for x0 in _region_starts(w, side, level + extra_w):
-                regions.append((y0, x0, side, side))
-    return tuple(regions)
-
-
-def rmac_regions(h: int, w: int, levels: int = 3) -> list[Region]:
-    """R-MAC regions (y0, x0, height, width) of an h x w map (Tolias et al. ICLR'16, cirtorch grid).
-
-    Level l has square regions of side floor(2 * min(h, w) / (l + 1)), l of them along the short
-    side and l + k along the long side, evenly spaced from edge to edge (starts floored, in
-    float32 as cirtorch); k (1..6) is the number of extra regions that brings the overlap of
-    neighbouring level-1 regions closest to 40%, and 0 for a square map. Levels whose side would
-    be 0 are skipped. The whole-map region that R-MAC adds on top is not in the list.
-    """
-    for name, value in (("h", h), ("w", w), ("levels", levels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"rmac_regions: {name} must be an int >= 1, got {value!r}")
-    return list(_rmac_grid(h, w, levels))
-
-
-def _check_levels(levels: int) -> None:
-    """Raise ValueError unless levels is an int >= 1."""
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"regional pooling: levels must be an int >= 1, got {levels!r}")
-
-
-def _regional(
-    x: Tensor,
-    pool: Callable[[Tensor], Tensor],
-    levels: int,
-    eps: float,
-    mask: Tensor | None,
-) -> Tensor:
-    """Sum of L2-normalised pool() vectors of the whole map and of every R-MAC region."""
-    _check_input(x, mask)
-    _check_levels(levels)
-
-    def dense(t: Tensor) -> Tensor:
-        out = _l2n(pool(t), eps)
-        for y0, x0, rh, rw in _rmac_grid(t.shape[-2], t.shape[-1], levels):
-            out = out + _l2n(pool(t[..., y0 : y0 + rh, x0 : x0 + rw]), eps)
-        return out
-
-    if mask is None:
-        return dense(x)
-    return _per_valid_size(x, mask, dense)
-
-
-def rmac(x: Tensor, levels: int = 3, eps: float = 1e-6, mask: Tensor | None = None) -> Tensor:
-    """Regional MAC: sum over the whole map and the R-MAC regions of L2-normalised MAC vectors."""
-    return _regional(x, lambda t: t.amax(dim=(-2, -1)), levels, eps, mask)
-
-
-def rgem(
-    x: Tensor,
-    p: float | Tensor = 3.0,
-    levels: int = 3,
-    eps: float = 1e-6,
-    mask: Tensor | None = None,
-) -> Tensor:
-    """Regional GeM: R-MAC with GeM (power p) instead of max in each region."""
-    _check_input(x, mask)
-    _check_p(p, x.shape[1])
-    return _regional(x, lambda t: gem(t, p=p, eps=eps), levels, eps, mask)
-
-
-def rspoc(x: Tensor, levels: int = 3, eps: float = 1e-6, mask: Tensor | None = None) -> Tensor:
-    """Regional SPoC: R-MAC with the mean instead of max in each region."""
-    return _regional(x, lambda t: t.mean(dim=(-2, -1)), levels, eps, mask)
-
-
-def grid_max(x: Tensor, grid: tuple[int, int], mask: Tensor | None = None) -> Tensor:
-    """Adaptive max pool of each valid map to grid (gh, gw), flattened to B x (C * gh * gw).
-
-    On AlexNet/VGG trunks (cut before their last max-pool) this is exactly torchvision's last
-    max-pool followed by its adaptive average pool at 224 px, the input of fc6.
-    """
-    _check_input(x, mask)
-
-    def pool(t: Tensor) -> Tensor:
-        return F.adaptive_max_pool2d(t, grid).flatten(1)
-
-    return pool(x) if mask is None else _per_valid_size(x, mask, pool)
-
-
-# ----------------------------------------------------------------------------------------------
-# modules
-# ----------------------------------------------------------------------------------------------
-
-
-def _p_parameter(p: float, learn_p: bool, per_channel: int | None) -> nn.Parameter:
-    """Validated GeM exponent as a parameter: a scalar, or one value per channel."""
-    if isinstance(p, bool) or not isinstance(p, int | float) or p < 1:
-        raise ValueError(f"GeM p must be a number >= 1 (p=1 is SPoC, p -> inf is MAC), got p={p!r}")
-    if per_channel is None:
-        value = torch.tensor(float(p))
-    elif isinstance(per_channel, bool) or not isinstance(per_channel, int) or per_channel < 1:
-        raise ValueError(
-            f"GeM per_channel must be the number of channels (an int >= 1) or None, "
-            f"got {per_channel!r}"
-        )
-    else:
-        value = torch.full((per_channel,), float(p))
-    return nn.Parameter(value, requires_grad=learn_p)
-
-
-def _check_channels(module: nn.Module, p: Tensor, in_dim: int) -> None:
-    """Raise ValueError if a per-channel p does not match the number of channels."""
-    if p.dim() == 1 and p.numel() != in_dim:
-        raise ValueError(
-            f"{type(module).__name__} was built with per-channel p for {p.numel()} channels but "
-            f"the feature map has {in_dim}; set per_channel={in_dim}"
-        )
-
-
-class MAC(nn.Module):
+class MAC(Pooling):
     """Module form of mac()."""
-
-    def __init__(self) -> None:
-        super().__init__()
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Pool a B x C x h x w map to B x C."""
-        return mac(x, mask=mask)
+        return PF.mac(x, mask=mask)
 
-    def out_dim(self, in_dim: int) -> int:
-        """Descriptor size for a map with in_dim channels."""
-        return in_dim
-
-    def extra_repr(self) -> str:
-        """No settings to show."""
-        return ""
+    def activation(self, x: Tensor) -> Tensor:
+        """The maxima each position wins."""
+        return PF.max_votes(x)
 
 
-class SPoC(MAC):
+class SPoC(Pooling):
     """Module form of spoc()."""
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Pool a B x C x h x w map to B x C."""
-        return spoc(x, mask=mask)
+        return PF.spoc(x, mask=mask)
 
 
-class GeM(nn.Module):
+def _p_parameter(p: float, learn_p: bool, per_channel: int | None) -> nn.Parameter:
+    """The GeM exponent as a parameter: a scalar, or one value per channel."""
+    value = torch.tensor(float(p)) if per_channel is None else torch.full((per_channel,), float(p))
+    return nn.Parameter(value, requires_grad=learn_p)
+
+
+class GeM(Pooling):
     """Module form of gem() with a (learnable) exponent `p`, scalar or one per channel.
 
     The learned p is clamped to >= 1 when used; `p` holds the raw parameter for logging.
@@ -389,19 +117,53 @@ class GeM(nn.Module):
         eps: float = 1e-6,
     ) -> None:
         super().__init__()
+        self.check_args(p=p, per_channel=per_channel)
         self.p = _p_parameter(p, learn_p, per_channel)
         self.eps = eps
+
+    @classmethod
+    def check_args(cls, p: float = 3.0, per_channel: int | None = None, **_: Any) -> None:
+        """p a number >= 1; per_channel None or a number of channels."""
+        PF.check_p(p)
+        if per_channel is not None and (
+            isinstance(per_channel, bool) or not isinstance(per_channel, int) or per_channel < 1
+        ):
+            raise PoolingArgumentError(
+                "per_channel",
+                f"GeM per_channel must be the number of channels (an int >= 1) or None, "
+                f"got {per_channel!r}",
+            )
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Pool a B x C x h x w map to B x C."""
         if x.dim() == 4:
-            _check_channels(self, self.p, x.shape[1])
-        return gem(x, p=self.p.clamp(min=1.0), eps=self.eps, mask=mask)
+            self._check_channels(x.shape[1])
+        return PF.gem(x, p=self.p.clamp(min=1.0), eps=self.eps, mask=mask)
+
+    def _check_channels(self, in_dim: int) -> None:
+        """Raise ValueError if a per-channel p does not match the number of channels."""
+        if self.p.dim() == 1 and self.p.numel() != in_dim:
+            raise ValueError(
+                f"{type(self).__name__} was built with per-channel p for {self.p.numel()} channels "
+                f"but the feature map has {in_dim}; set per_channel={in_dim}"
+            )
 
     def out_dim(self, in_dim: int) -> int:
         """Descriptor size for a map with in_dim channels."""
-        _check_channels(self, self.p, in_dim)
+        self._check_channels(in_dim)
         return in_dim
+
+    def multiscale_exponent(self) -> float:
+        """The p GeM pools with (clamped to >= 1; the mean p if per channel)."""
+        return float(self.p.detach().float().clamp(min=1.0).mean())
+
+    def training_logs(self) -> dict[str, Tensor]:
+        """The raw learned p (its mean if per channel)."""
+        return {"gem_p": self.p.detach().mean()}
+
+    def activation(self, x: Tensor) -> Tensor:
+        """Each position's share of the pooled sums, sum_c x^p."""
+        return PF.power_response(x, self.p)
 
     def extra_repr(self) -> str:
         """Current p (mean if per channel), whether it learns, and eps."""
@@ -411,74 +173,111 @@ class GeM(nn.Module):
         return f"{shown}{per_channel}, learn_p={self.p.requires_grad}, eps={self.eps}"
 
 
-class RMAC(nn.Module):
-    """Module form of rmac()."""
+class CroW(Pooling):
+    """Module form of crow()."""
 
-    def __init__(self, levels: int = 3, eps: float = 1e-6) -> None:
+    def __init__(self, a: float = 2.0, b: float = 2.0, eps: float = 1e-6) -> None:
         super().__init__()
-        _check_levels(levels)
-        self.levels = levels
-        self.eps = eps
+        self.check_args(a=a, b=b)
+        self.a, self.b, self.eps = a, b, eps
+
+    @classmethod
+    def check_args(cls, a: float = 2.0, b: float = 2.0, **_: Any) -> None:
+        """Both exponents > 0."""
+        PF.check_crow_exponents(a, b)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Pool a B x C x h x w map to B x C."""
-        return rmac(x, levels=self.levels, eps=self.eps, mask=mask)
+        return PF.crow(x, a=self.a, b=self.b, eps=self.eps, mask=mask)
 
-    def out_dim(self, in_dim: int) -> int:
-        """Descriptor size for a map with in_dim channels."""
-        return in_dim
+    def extra_repr(self) -> str:
+        """Exponents and eps."""
+        return f"a={self.a}, b={self.b}, eps={self.eps}"
+
+
+# ----------------------------------------------------------------------------------------------
+# regional poolings (R-MAC family)
+# ----------------------------------------------------------------------------------------------
+
+
+class _Regional(Pooling):
+    """Common settings of the R-MAC family: the number of levels of the grid and eps."""
+
+    def __init__(self, levels: int = 3, eps: float = 1e-6) -> None:
+        super().__init__()
+        PF.check_levels(levels)
+        self.levels = levels
+        self.eps = eps
+
+    @classmethod
+    def check_args(cls, levels: int = 3, **_: Any) -> None:
+        """levels an int >= 1."""
+        PF.check_levels(levels)
 
     def extra_repr(self) -> str:
         """Number of levels and eps."""
         return f"levels={self.levels}, eps={self.eps}"
 
 
-class RSPoC(RMAC):
+class RMAC(_Regional):
+    """Module form of rmac()."""
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Pool a B x C x h x w map to B x C."""
+        return PF.rmac(x, levels=self.levels, eps=self.eps, mask=mask)
+
+    def activation(self, x: Tensor) -> Tensor:
+        """The maxima each position wins."""
+        return PF.max_votes(x)
+
+
+class RSPoC(_Regional):
     """Module form of rspoc()."""
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Pool a B x C x h x w map to B x C."""
-        return rspoc(x, levels=self.levels, eps=self.eps, mask=mask)
+        return PF.rspoc(x, levels=self.levels, eps=self.eps, mask=mask)
 
 
-class RGeM(RMAC):
-    """Module form of rgem() with a (learnable) scalar exponent `p`, clamped to >= 1 when used."""
+class RGeM(_Regional):
+    """Module form of rgem() with a (learnable) scalar exponent `p`, clamped to >= 1 when used.
+
+    Its multi-scale mean stays plain: cirtorch averages with p for plain GeM only.
+    """
 
     def __init__(
         self, p: float = 3.0, levels: int = 3, learn_p: bool = True, eps: float = 1e-6
     ) -> None:
         super().__init__(levels=levels, eps=eps)
+        PF.check_p(p)
         self.p = _p_parameter(p, learn_p, None)
+
+    @classmethod
+    def check_args(cls, p: float = 3.0, levels: int = 3, **_: Any) -> None:
+        """p a number >= 1; levels an int >= 1."""
+        PF.check_p(p)
+        PF.check_levels(levels)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Pool a B x C x h x w map to B x C."""
-        return rgem(x, p=self.p.clamp(min=1.0), levels=self.levels, eps=self.eps, mask=mask)
+        return PF.rgem(x, p=self.p.clamp(min=1.0), levels=self.levels, eps=self.eps, mask=mask)
+
+    def training_logs(self) -> dict[str, Tensor]:
+        """The raw learned p."""
+        return {"gem_p": self.p.detach().mean()}
+
+    def activation(self, x: Tensor) -> Tensor:
+        """Each position's share of the pooled sums, sum_c x^p."""
+        return PF.power_response(x, self.p)
 
     def extra_repr(self) -> str:
         """Current p, whether it learns, levels and eps."""
         return f"p={self.p.item():.4f}, learn_p={self.p.requires_grad}, {super().extra_repr()}"
 
 
-class CroW(nn.Module):
-    """Module form of crow()."""
-
-    def __init__(self, a: float = 2.0, b: float = 2.0, eps: float = 1e-6) -> None:
-        super().__init__()
-        if a <= 0 or b <= 0:
-            raise ValueError(f"CroW exponents a and b must be > 0, got a={a}, b={b}")
-        self.a, self.b, self.eps = a, b, eps
-
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Pool a B x C x h x w map to B x C."""
-        return crow(x, a=self.a, b=self.b, eps=self.eps, mask=mask)
-
-    def out_dim(self, in_dim: int) -> int:
-        """Descriptor size for a map with in_dim channels."""
-        return in_dim
-
-    def extra_repr(self) -> str:
-        """Exponents and eps."""
-        return f"a={self.a}, b={self.b}, eps={self.eps}"
+# ----------------------------------------------------------------------------------------------
+# poolings with weights: neural codes (the classifier's fc layers), soft bag of words
+# ----------------------------------------------------------------------------------------------
 
 
 def _linear_size(head: nn.Module, attr: str) -> int | None:
@@ -491,7 +290,7 @@ def _linear_size(head: nn.Module, attr: str) -> int | None:
     return getattr(linears[0] if attr == "in_features" else linears[-1], attr)
 
 
-class NeuralCodes(nn.Module):
+class NeuralCodes(Pooling):
     """Neural codes (Babenko et al. ECCV'14): max-pool the valid map to a grid, then a head.
 
     `head` maps the flattened C * gh * gw vector to the code (the fc6/fc7 layers of AlexNet/VGG);
@@ -516,9 +315,15 @@ class NeuralCodes(nn.Module):
         self.grid: tuple[int, int] = grid
         self.out_features = out_features
 
+    @classmethod
+    def for_backbone(cls, backbone: Backbone, layer: str = "fc7") -> NeuralCodes:
+        """The codes of the backbone's own classifier up to `layer` (fc6 or fc7)."""
+        head, grid = backbone.classifier_head(layer)
+        return cls(head, grid)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Pool a B x C x h x w map to B x out_features."""
-        return self.head(grid_max(x, self.grid, mask=mask))
+        return self.head(PF.grid_max(x, self.grid, mask=mask))
 
     def out_dim(self, in_dim: int) -> int:
         """Code size; checks in_dim * gh * gw against the head's in_features when it has one."""
@@ -536,7 +341,124 @@ class NeuralCodes(nn.Module):
         return f"grid={self.grid}, out_features={self.out_features}"
 
 
-POOLINGS: dict[str, type[nn.Module]] = {
+def _load_vocabulary(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Centroids (K x C) and idf (K,) of a vocabulary .npz (see retrieval.local.bow.Vocabulary)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"BoW vocabulary not found: {path}; learn one with `python evaluate.py bow=true` "
+            "(it writes vocabulary.npz in its run folder) or leave pooling.args.vocabulary null"
+        )
+    with np.load(path, allow_pickle=False) as data:
+        return data["centroids"], data.get("idf")
+
+
+def _initial_codebook(
+    num_words: int | None, in_dim: int | None, vocabulary: str | None, seed: int
+) -> tuple[Tensor, np.ndarray | None]:
+    """The codebook (K x C) and idf: the vocabulary's, else seeded random words."""
+    if vocabulary is None:
+        num_words = DEFAULT_WORDS if num_words is None else num_words
+        if in_dim is None or int(num_words) < 1 or int(in_dim) < 1:
+            raise ValueError(
+                f"BoW needs num_words and in_dim (>= 1) or a vocabulary file, got "
+                f"num_words={num_words}, in_dim={in_dim}"
+            )
+        generator = torch.Generator().manual_seed(int(seed))
+        return torch.randn(int(num_words), int(in_dim), generator=generator), None
+    centroids, idf = _load_vocabulary(vocabulary)
+    found = {"num_words": centroids.shape[0], "in_dim": centroids.shape[1]}
+    for key, given in (("num_words", num_words), ("in_dim", in_dim)):
+        if given is not None and int(given) != found[key]:
+            raise ValueError(
+                f"BoW {key}={given} but the vocabulary {vocabulary} has {found[key]} "
+                "(in_dim is the backbone's width: learn the vocabulary with this "
+                "backbone; num_words=null takes the vocabulary's)"
+            )
+    return torch.as_tensor(centroids, dtype=torch.float32), idf
+
+
+class SoftBoW(Pooling):
+    """Soft-assignment bag of words over local CNN features: soft_bow() with a learnable codebook.
+
+    Every position of the map is a local descriptor, softly assigned to the K visual words
+    (softmax of alpha * cosine), averaged over the valid positions (a soft term frequency) and
+    weighted by the words' idf: as alpha grows, the hard tf-idf bag of words of
+    :mod:`retrieval.local.bow`, made trainable like NetVLAD's soft assignment. The codebook starts
+    from a vocabulary file (its idf too) or from seeded random unit vectors; it and the idf live
+    in the state dict, so a checkpoint rebuilds it without the file. `num_words` and `in_dim`
+    default to the vocabulary's shape, or to DEFAULT_WORDS random words of the backbone's width.
+    """
+
+    def __init__(
+        self,
+        num_words: int | None = None,
+        in_dim: int | None = None,
+        vocabulary: str | None = None,
+        alpha: float = 30.0,
+        learn_codebook: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.check_args(alpha=alpha)
+        codebook, idf = _initial_codebook(num_words, in_dim, vocabulary, seed)
+        self.codebook = nn.Parameter(F.normalize(codebook, dim=1), requires_grad=learn_codebook)
+        ones = torch.ones(len(codebook))
+        self.register_buffer("idf", ones if idf is None else torch.as_tensor(idf).float())
+        self.alpha = float(alpha)
+        self.seed = int(seed)
+
+    @classmethod
+    def check_args(cls, alpha: float = 30.0, **_: Any) -> None:
+        """alpha (the assignment sharpness) > 0."""
+        if alpha <= 0:
+            raise PoolingArgumentError(
+                "alpha", f"BoW alpha (assignment sharpness) must be > 0, got {alpha}"
+            )
+
+    @classmethod
+    def for_backbone(cls, backbone: Backbone, **args: Any) -> SoftBoW:
+        """Words of the backbone's width unless `in_dim` is given."""
+        if args.get("in_dim") in (None, "auto"):
+            args = {**args, "in_dim": backbone.out_dim}
+        return cls(**args)
+
+    def rebuild_args(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Arguments that rebuild this module's shape without the vocabulary file."""
+        num_words, in_dim = self.codebook.shape
+        return {
+            "num_words": int(num_words),
+            "in_dim": int(in_dim),
+            "vocabulary": None,
+            "alpha": self.alpha,
+            "learn_codebook": bool(self.codebook.requires_grad),
+            "seed": self.seed,
+        }
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Pool a B x C x h x w map to B x K."""
+        return PF.soft_bow(x, self.codebook, alpha=self.alpha, idf=self.idf, mask=mask)
+
+    def out_dim(self, in_dim: int) -> int:
+        """Descriptor size (the number of words); checks the codebook's width."""
+        if in_dim != self.codebook.shape[1]:
+            raise ValueError(
+                f"BoW codebook has {self.codebook.shape[1]} channels but the backbone gives "
+                f"{in_dim}; learn the vocabulary with this backbone"
+            )
+        return int(self.codebook.shape[0])
+
+    def extra_repr(self) -> str:
+        """Words, channels and alpha."""
+        num_words, in_dim = self.codebook.shape
+        return f"num_words={num_words}, in_dim={in_dim}, alpha={self.alpha}"
+
+
+# ----------------------------------------------------------------------------------------------
+# registry: one entry per `name` of conf/pooling/*.yaml
+# ----------------------------------------------------------------------------------------------
+
+POOLINGS: dict[str, type[Pooling]] = {
     "mac": MAC,
     "spoc": SPoC,
     "gem": GeM,
@@ -545,23 +467,48 @@ POOLINGS: dict[str, type[nn.Module]] = {
     "rspoc": RSPoC,
     "crow": CroW,
     "neural_codes": NeuralCodes,
+    "bow": SoftBoW,
 }
 
 
-def build_pooling(name: str, **kwargs: object) -> nn.Module:
-    """Instantiate the pooling registered under `name` with keyword arguments."""
+def _pooling_class(name: str) -> type[Pooling]:
+    """The class registered under `name`, or a ValueError listing the valid names."""
     if name not in POOLINGS:
         raise ValueError(f"unknown pooling {name!r}; valid names: {', '.join(POOLINGS)}")
-    cls = POOLINGS[name]
-    signature = inspect.signature(cls)
+    return POOLINGS[name]
+
+
+def _check_signature(name: str, signature: inspect.Signature, kwargs: dict[str, Any]) -> None:
+    """Raise ValueError naming the accepted arguments if kwargs do not fit `signature`."""
     try:
         signature.bind(**kwargs)
     except TypeError as err:
+        given = sorted(k for k in kwargs if k != "backbone")
+        accepted = [p for p in signature.parameters if p != "backbone"]
         raise ValueError(
-            f"pooling {name!r} cannot take arguments {sorted(kwargs)} ({err}); "
-            f"it accepts {list(signature.parameters)}"
+            f"pooling {name!r} cannot take arguments {given} ({err}); it accepts {accepted}"
         ) from None
+
+
+def build_pooling(name: str, **kwargs: Any) -> Pooling:
+    """Instantiate the pooling registered under `name` with keyword arguments."""
+    cls = _pooling_class(name)
+    _check_signature(name, inspect.signature(cls), kwargs)
     return cls(**kwargs)
 
 
-import retrieval.models.bow  # noqa: E402, F401  (registers the soft BoW pooling as "bow")
+def pooling_for_backbone(name: str, backbone: Backbone, args: dict[str, Any]) -> Pooling:
+    """The pooling `name` built with `args` on top of `backbone` (as a network builds it)."""
+    cls = _pooling_class(name)
+    builder = inspect.signature(cls.for_backbone)
+    if any(p.kind is p.VAR_KEYWORD for p in builder.parameters.values()):
+        # for_backbone(backbone, **args) hands the arguments on to the constructor
+        _check_signature(name, inspect.signature(cls), args)
+    else:
+        _check_signature(name, builder, {"backbone": backbone, **args})
+    return cls.for_backbone(backbone, **args)
+
+
+def check_pooling_args(name: str, args: dict[str, Any]) -> None:
+    """Check a pooling's argument values before anything is built (PoolingArgumentError)."""
+    _pooling_class(name).check_args(**args)

@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from retrieval.models.net import RetrievalNet, build_net
+from retrieval.models.pooling import PoolingArgumentError, check_pooling_args
 
 
 class ConfigError(ValueError):
@@ -28,15 +29,10 @@ def validate_network_config(cfg: DictConfig) -> None:
             "backbone.weights",
             f"{weights!r} is neither 'none', 'imagenet[:VERSION]' nor an existing state-dict file.",
         )
-    args = cfg.pooling.get("args") or {}
-    if "p" in args:
-        _check(
-            float(args["p"]) >= 1.0,
-            "pooling.args.p",
-            f"GeM p must be >= 1 (p=1 is average pooling), got {args['p']}.",
-        )
-    if "levels" in args:
-        _check(int(args["levels"]) >= 1, "pooling.args.levels", "R-MAC needs at least 1 level.")
+    try:  # the pooling checks its own arguments; name the key that passed the bad one
+        check_pooling_args(str(cfg.pooling.name), pooling_args(cfg))
+    except PoolingArgumentError as err:
+        raise ConfigError(f"Invalid config `pooling.args.{err.argument}`: {err}") from None
     if cfg.pooling.name == "neural_codes":
         _check(
             cfg.backbone.name in ("alexnet", "vgg16"),
@@ -65,9 +61,13 @@ def validate_train_config(cfg: DictConfig) -> None:
     if data.kind == "classes":
         validate_label_data_config(data)
         return
-    # data.qsize, poolsize and nnum are checked where mining is set up (validate_mining_setup).
-    for key in ("batch_size", "image_size"):
+    for key in ("qsize", "poolsize", "nnum", "batch_size", "image_size"):
         _check(int(data[key]) > 0, f"data.{key}", f"must be a positive integer, got {data[key]}.")
+    _check(
+        int(data.poolsize) >= int(data.nnum),
+        "data.poolsize",
+        f"the pool ({data.poolsize}) must hold at least data.nnum={data.nnum} images.",
+    )
     valid_positives = ("fixed", "random_topk_inliers", "hardest")
     _check(
         data.positives in valid_positives,
@@ -103,7 +103,7 @@ def validate_loss_config(cfg: DictConfig) -> None:
 
 def validate_label_data_config(data: DictConfig) -> None:
     """Check the keys of a class-labelled data set (data.kind=classes)."""
-    from retrieval.data.classes import FORMATS, MISSING, SMALL_CLASSES
+    from retrieval.data.labels import FORMATS, MISSING, SMALL_CLASSES
 
     for key, valid in (("format", FORMATS), ("small_classes", SMALL_CLASSES), ("missing", MISSING)):
         _check(

@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 
+from retrieval.checkpoint import load_checkpoint
 from retrieval.data import formats
 from retrieval.eval.benchmarks import ExtractionSettings, evaluate_net, load_benchmark
 from retrieval.eval.postprocess import alpha_query_expansion, database_augmentation
 from retrieval.extraction.extract import cached_extract, extract_descriptors, extraction_key
-from retrieval.models.net import RetrievalNet, load_checkpoint
+from retrieval.extraction.inference import resolve_device
+from retrieval.models.net import RetrievalNet
 from retrieval.models.whitening import apply_whitening, learn_whitening, pca_whitening
 from retrieval.pipelines.bow_pixel import bow_results, learn_bow_vocabulary, pixel_results
 from retrieval.pipelines.config import (
@@ -30,13 +31,6 @@ from retrieval.viz.grids import benchmark_grid
 log = logging.getLogger(__name__)
 
 WHITENINGS = (None, "learned", "pca")
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def load_network(cfg: DictConfig) -> RetrievalNet:

@@ -17,9 +17,16 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from retrieval.atomic import atomic_write
+from retrieval.checkpoint import save_checkpoint
 from retrieval.data import formats
-from retrieval.data.classes import label_splits, write_labelled_csv
-from retrieval.data.labels import sfm_db_from_labels
+from retrieval.data.labels import (
+    LabelBatchConfig,
+    LabelDataModule,
+    clean_labelled_images,
+    label_splits,
+    write_labelled_csv,
+)
+from retrieval.data.tuples import sfm_db_from_labels
 from retrieval.eval.benchmarks import (
     ExtractionSettings,
     extract_benchmark,
@@ -29,12 +36,10 @@ from retrieval.eval.benchmarks import (
 )
 from retrieval.index import search
 from retrieval.lightning.callbacks import AtomicCheckpointIO
-from retrieval.lightning.class_datamodule import ClassBatchConfig, ClassDataModule
 from retrieval.lightning.module import RetrievalModule
 from retrieval.lightning.pictures import ValidationPictures
 from retrieval.lightning.tuple_datamodule import MiningConfig, TupleDataModule, TupleSource
-from retrieval.models.net import RetrievalNet, save_checkpoint
-from retrieval.pipelines.clean import clean_labelled_images
+from retrieval.models.net import RetrievalNet
 from retrieval.pipelines.config import (
     ConfigError,
     build_net_from_config,
@@ -196,10 +201,10 @@ def trainer_device(cfg: DictConfig) -> str:
     return "cuda" if gpu else "cpu"
 
 
-def _class_datamodule(cfg: DictConfig, train_src: Any, val_src: Any) -> ClassDataModule:
+def _label_datamodule(cfg: DictConfig, train_src: Any, val_src: Any) -> LabelDataModule:
     """The m x k label-batch data module as configured."""
     data = cfg.data
-    batches = ClassBatchConfig(
+    batches = LabelBatchConfig(
         classes_per_batch=int(data.classes_per_batch),
         images_per_class=int(data.images_per_class),
         small_classes=str(data.small_classes),
@@ -208,7 +213,7 @@ def _class_datamodule(cfg: DictConfig, train_src: Any, val_src: Any) -> ClassDat
         num_workers=int(data.num_workers),
         seed=int(cfg.seed),
     )
-    return ClassDataModule(train_src, batches, val_src)
+    return LabelDataModule(train_src, batches, val_src)
 
 
 def run_training(cfg: DictConfig) -> dict[str, Any]:
@@ -248,7 +253,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         chunk_size=data.get("chunk_size"),
     )
     if data.kind == "classes":
-        datamodule = _class_datamodule(cfg, train_src, val_src)
+        datamodule = _label_datamodule(cfg, train_src, val_src)
     else:
         mining = MiningConfig(
             qsize=int(data.qsize),

@@ -13,7 +13,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from retrieval.search.engine import Searcher, resolve_device, ukbench_score
+from retrieval.extraction.inference import resolve_device
+from retrieval.search.engine import Searcher, ukbench_score
 from retrieval.search.html import write_results_page
 from retrieval.search.server import make_server
 from retrieval.search.store import (

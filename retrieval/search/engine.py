@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from retrieval.eval.metrics import ukbench_ns_score
 from retrieval.extraction.extract import extract_descriptors
-from retrieval.extraction.inference import inference_copy
+from retrieval.extraction.inference import inference_copy, resolve_device
 from retrieval.search.store import (
     INDEX_FILE,
     IndexStore,
@@ -36,13 +35,6 @@ class Hit:
     row: int
     path: str
     score: float
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present (as evaluate.py, without importing the pipelines)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class Searcher:

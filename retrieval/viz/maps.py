@@ -12,13 +12,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps
 
+from retrieval.models.pooling import Pooling
 from retrieval.viz.grids import BACKGROUND, LETTERBOX, NEGATIVE_COLOUR, POSITIVE_COLOUR, TEXT_COLOUR
 
 Colour = tuple[int, int, int]
 Cell = tuple[int, int]  # (row, column) of a feature-map position
 
-MAC_POOLINGS = ("mac", "rmac")
-GEM_POOLINGS = ("gem", "gem_channel", "rgem")
 HEAT_LOW: Colour = (0, 0, 255)  # heatmap colours: blue (low), yellow, red (high)
 HEAT_MID: Colour = (255, 255, 0)
 HEAT_HIGH: Colour = (255, 0, 0)
@@ -42,26 +41,15 @@ def _check_map(features: torch.Tensor, what: str = "features") -> None:
         raise ValueError(f"{what} must be one image's C x h x w map, got {tuple(features.shape)}")
 
 
-def activation_map(
-    features: torch.Tensor, pooling: str = "gem", p: float | torch.Tensor = 3.0
-) -> np.ndarray:
+def activation_map(features: torch.Tensor, pooling: Pooling) -> np.ndarray:
     """h x w response behind a pooling, stretched to [0, 1] (weakest to strongest position).
 
-    GeM: each position's share of the pooled sums, ``sum_c x^p``; MAC: the maxima each position
-    wins, ``sum_c max_c [position is channel c's argmax]``; other poolings: ``sum_c x`` (SPoC).
+    The pooling says what it responds to (e.g. GeM: each position's share of the pooled sums,
+    ``sum_c x^p``; MAC: the maxima each position wins; SPoC: ``sum_c x``).
     """
     _check_map(features)
     x = features.detach().double().clamp(min=0)
-    if pooling in MAC_POOLINGS:
-        values, positions = x.flatten(1).max(dim=1)
-        heat = torch.zeros(x.shape[1] * x.shape[2], dtype=x.dtype, device=x.device)
-        heat.index_add_(0, positions, values)
-    elif pooling in GEM_POOLINGS:
-        p = torch.as_tensor(p).detach().to(x).clamp(min=1.0)
-        heat = x.pow(p.view(-1, 1, 1) if p.dim() == 1 else p).sum(dim=0)
-    else:
-        heat = x.sum(dim=0)
-    heat = heat.reshape(x.shape[1:])
+    heat = pooling.activation(x).reshape(x.shape[1:])
     heat = heat - heat.min()  # contrast: GeM responses are spread over the whole image
     peak = heat.max()
     return (heat / peak if peak > 0 else heat).float().cpu().numpy()

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.data.epoch_tuples import EpochTuples
-from retrieval.models.net import build_net, load_checkpoint
+from retrieval.checkpoint import load_checkpoint
+from retrieval.data.tuples import EpochTuples
+from retrieval.models.net import build_net
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_JOB = ["debug=tiny", "trainer.max_epochs=1", "logger=[]"]

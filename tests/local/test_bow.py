@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from retrieval.checkpoint import load_checkpoint, save_checkpoint
 from retrieval.local.bow import (
     InvertedFile,
     Vocabulary,
@@ -14,9 +15,9 @@ from retrieval.local.bow import (
     learn_centroids,
     tfidf_vector,
 )
-from retrieval.models.bow import SoftBoW, soft_bow
-from retrieval.models.net import build_net, load_checkpoint, save_checkpoint
-from retrieval.models.pooling import POOLINGS, build_pooling
+from retrieval.models.functional import soft_bow
+from retrieval.models.net import build_net
+from retrieval.models.pooling import POOLINGS, SoftBoW, build_pooling
 
 # Three words on the unit circle: east, north, west.
 WORDS = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], dtype=np.float32)

@@ -1,11 +1,11 @@
-"""RetrievalNet: descriptors, masks for padded batches, checkpoints and their meta."""
+"""RetrievalNet: descriptors, masks for padded batches, the multi-scale exponent, neural codes."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from retrieval.data.transforms import pad_batch
-from retrieval.models.net import build_net, embed_images, load_checkpoint, save_checkpoint
+from retrieval.models.net import build_net, embed_images
 
 
 @pytest.fixture(scope="module")
@@ -61,35 +61,13 @@ def test_embed_images_equals_one_by_one_with_gradients(net):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * float(b.abs().max()))
 
 
-def test_checkpoint_round_trip_rebuilds_same_network(net, tmp_path):
+def test_multiscale_exponent_is_the_pooling_one_without_whitening(net):
+    plain = build_net("resnet18", "gem")
     with torch.no_grad():
-        net.pooling.p.fill_(4.5)
-    path = save_checkpoint(tmp_path / "model.pt", net, epoch=3)
-    loaded = load_checkpoint(path).eval()
-    assert loaded.meta == net.meta
-    x = torch.rand(2, 3, 64, 64)
-    torch.testing.assert_close(loaded(x), net(x))
-    payload = torch.load(path, weights_only=True)
-    assert payload["epoch"] == 3
-    assert not list(tmp_path.glob(".*tmp")), "no temporary file left behind"
-
-
-def test_checkpoint_from_another_backbone_names_the_keys(net, tmp_path):
-    path = save_checkpoint(tmp_path / "model.pt", net)
-    payload = torch.load(path, weights_only=True)
-    payload["meta"] = dict(payload["meta"], backbone="alexnet")
-    torch.save(payload, path)
-    with pytest.raises(ValueError, match=r"does not fit its network \(alexnet-gem\): missing keys"):
-        load_checkpoint(path)
-
-
-def test_checkpoint_without_meta_is_refused(tmp_path):
-    path = tmp_path / "raw.pt"
-    torch.save({"state_dict": {}}, path)
-    with pytest.raises(ValueError, match="no 'meta'"):
-        load_checkpoint(path)
-    with pytest.raises(FileNotFoundError, match="missing.pt"):
-        load_checkpoint(tmp_path / "missing.pt")
+        plain.pooling.p.fill_(2.5)
+        net.pooling.p.fill_(2.5)
+    assert plain.multiscale_exponent() == pytest.approx(2.5)
+    assert net.multiscale_exponent() == 1.0  # whitened: the plain mean, as cirtorch
 
 
 def test_neural_codes_equal_torchvision_alexnet_fc6_at_224():

@@ -18,7 +18,8 @@ from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 import retrieval.search.store as store_module
-from retrieval.models.net import build_net, save_checkpoint
+from retrieval.checkpoint import save_checkpoint
+from retrieval.models.net import build_net
 from retrieval.pipelines.evaluate import run_evaluation
 from retrieval.search import IndexStore, NetworkMismatchError, Searcher, SearchError, update_index
 from retrieval.search.cli import main

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from retrieval.models.pooling import MAC, RMAC, CroW, GeM, SPoC
 from retrieval.viz import maps as viz_maps
 from retrieval.viz.grids import BACKGROUND, NEGATIVE_COLOUR, POSITIVE_COLOUR
 
@@ -25,15 +26,23 @@ def redness(img: Image.Image) -> np.ndarray:
     return rgb[..., 0] - rgb[..., 1:].max(axis=-1)
 
 
-@pytest.mark.parametrize("pooling", ["gem", "gem_channel", "mac", "spoc", "rmac", "crow"])
-def test_activation_peak_lies_on_the_planted_region(pooling):
-    features = planted_map()
-    p = torch.full((8,), 3.0) if pooling == "gem_channel" else 3.0
-    heat = viz_maps.activation_map(features, pooling, p)
+POOLINGS = {
+    "gem": GeM(p=3.0),
+    "gem_channel": GeM(p=3.0, per_channel=8),
+    "mac": MAC(),
+    "spoc": SPoC(),
+    "rmac": RMAC(),
+    "crow": CroW(),
+}
+
+
+@pytest.mark.parametrize("name", sorted(POOLINGS))
+def test_activation_peak_lies_on_the_planted_region(name):
+    heat = viz_maps.activation_map(planted_map(), POOLINGS[name])
     assert heat.shape == (8, 8) and heat.min() == 0 and heat.max() == pytest.approx(1.0)
     row, col = np.unravel_index(heat.argmax(), heat.shape)
     assert 2 <= row < 4 and 5 <= col < 7
-    if pooling in viz_maps.MAC_POOLINGS:  # only the channels' argmax positions vote
+    if name in ("mac", "rmac"):  # only the channels' argmax positions vote
         assert (heat > 0).sum() <= 8
 
 
@@ -42,12 +51,12 @@ def test_mac_votes_weigh_each_channel_by_its_maximum():
     x[0, 0, 0] = 1.0
     x[1, 0, 0] = 1.0
     x[2, 3, 3] = 5.0  # one strong channel beats two weak ones
-    heat = viz_maps.activation_map(x, "mac")
+    heat = viz_maps.activation_map(x, MAC())
     assert heat[3, 3] == 1.0 and heat[0, 0] == pytest.approx(2 / 5)
 
 
 def test_overlay_is_reddest_on_the_planted_region_and_leaves_cold_pixels_alone():
-    heat = viz_maps.activation_map(planted_map(), "gem")
+    heat = viz_maps.activation_map(planted_map(), GeM(p=3.0))
     image = Image.new("RGB", (64, 64), GREY)
     out = viz_maps.overlay_heatmap(image, heat)
     assert out.size == (64, 64)

@@ -1,0 +1,54 @@
+"""Checkpoints: our layout and Lightning's rebuild the same network from their meta."""
+
+import pytest
+import torch
+
+from retrieval.checkpoint import LIGHTNING_META_KEY, load_checkpoint, save_checkpoint
+from retrieval.models.net import build_net
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return build_net("resnet18", "gem", whitening=64).eval()
+
+
+def test_checkpoint_round_trip_rebuilds_same_network(net, tmp_path):
+    with torch.no_grad():
+        net.pooling.p.fill_(4.5)
+    path = save_checkpoint(tmp_path / "model.pt", net, epoch=3)
+    loaded = load_checkpoint(path).eval()
+    assert loaded.meta == net.meta
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(loaded(x), net(x))
+    payload = torch.load(path, weights_only=True)
+    assert payload["epoch"] == 3
+    assert not list(tmp_path.glob(".*tmp")), "no temporary file left behind"
+
+
+def test_checkpoint_from_another_backbone_names_the_keys(net, tmp_path):
+    path = save_checkpoint(tmp_path / "model.pt", net)
+    payload = torch.load(path, weights_only=True)
+    payload["meta"] = dict(payload["meta"], backbone="alexnet")
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match=r"does not fit its network \(alexnet-gem\): missing keys"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_without_meta_is_refused(tmp_path):
+    path = tmp_path / "raw.pt"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(ValueError, match="no 'meta'"):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_lightning_checkpoint_loads_the_net_it_holds(net, tmp_path):
+    path = tmp_path / "last.ckpt"
+    state = {f"net.{k}": v for k, v in net.state_dict().items()}
+    state["loss_fn.weight"] = torch.zeros(3)  # other parts of the Lightning module are left out
+    torch.save({"hyper_parameters": {LIGHTNING_META_KEY: net.meta}, "state_dict": state}, path)
+    loaded = load_checkpoint(path).eval()
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(loaded(x), net(x))
