@@ -153,3 +153,48 @@ def wandb_log() -> Callable[..., list]:
         return records
 
     return read
+
+
+def _write_image(path: Path, size: tuple[int, int] = (40, 30), value: int = 0) -> None:
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(value)
+    pixels = np.clip(value * 20 + rng.integers(0, 60, (size[1], size[0], 3)), 0, 255)
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+
+
+@pytest.fixture
+def write_image() -> Callable[..., None]:
+    """write_image(path, size=(w, h), value=0): a small noisy image whose brightness grows with
+    `value`, its folders created."""
+    return _write_image
+
+
+@pytest.fixture
+def gldv2_set() -> Callable[..., list[str]]:
+    """gldv2_set(root, {landmark: images}, clean=False): a tiny GLDv2 layout under root/gldv2
+    (images in train/, and train.csv or, with `clean`, train_clean.csv); returns the image ids."""
+    from retrieval.data import formats
+
+    def make(root: Path, sizes: dict[int, int], clean: bool = False) -> list[str]:
+        ids, landmarks = [], []
+        for lm, n in sizes.items():
+            for i in range(n):
+                image_id = f"{lm:03d}{i:02d}abcdef"
+                _write_image(formats.gldv2_image_path(root / "gldv2" / "train", image_id), value=lm)
+                ids.append(image_id)
+                landmarks.append(lm)
+        if clean:
+            rows = [
+                f"{lm}," + " ".join(i for i, m in zip(ids, landmarks, strict=True) if m == lm)
+                for lm in sizes
+            ]
+            text = "landmark_id,images\n" + "\n".join(rows)
+            (root / "gldv2" / "train_clean.csv").write_text(text)
+        else:
+            formats.write_gldv2_train_csv(root / "gldv2" / "train.csv", ids, landmarks)
+        return ids
+
+    return make

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections.abc import Sequence
@@ -94,9 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(download_main(argv[1:]) or 0)
     if argv and argv[0] == "clean":
-        from retrieval.data.labels import clean_main
-
-        return clean_main(argv[1:])
+        # An entry point hands the job to the pipelines layer (data/ never imports it).
+        return int(importlib.import_module("retrieval.pipelines.clean").main(argv[1:]))
     args = _parser().parse_args(argv)
     config = _config(args)
     start = time.perf_counter()

@@ -1,545 +1,82 @@
-"""Training from class labels (GLDv2-style): labelled image sets, the m classes x k images batch
-sampler, its LightningDataModule, and label cleaning by descriptor agreement."""
+"""Labelled images as an SfM-like split (data.kind=labels): the label plays the 3D model, so that
+data without 3D models mines tuples alike."""
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
-
-from retrieval.data import formats
-from retrieval.data.transforms import prepare_image
-
-log = logging.getLogger(__name__)
-
-FORMATS = ("gldv2", "folders", "generic")
-SMALL_CLASSES = ("drop", "repeat")
-MISSING = ("error", "drop")
 
 
-# --------------------------------------------------------------------------------------------------
-# Labelled image sets
-# --------------------------------------------------------------------------------------------------
+def _label_ids(labels: Sequence[Hashable]) -> np.ndarray:
+    """Integer cluster ids: integer labels are kept, others numbered by first appearance."""
+    if all(isinstance(lab, int | np.integer) and not isinstance(lab, bool) for lab in labels):
+        return np.asarray(labels, dtype=np.int64)
+    numbering: dict[Hashable, int] = {}
+    return np.asarray([numbering.setdefault(lab, len(numbering)) for lab in labels], np.int64)
 
 
-@dataclass
-class LabelledImages:
-    """Images with class labels 0..C-1 (indices into ``classes``, the original class names)."""
-
-    paths: list[Path]
-    labels: np.ndarray
-    classes: list[str]
-    ids: list[str] | None = None  # GLDv2 image ids, written back by cleaning
-
-    def __post_init__(self) -> None:
-        self.labels = np.asarray(self.labels, dtype=np.int64)
-        if len(self.paths) != len(self.labels) or (
-            self.ids is not None and len(self.ids) != len(self.paths)
-        ):
-            raise ValueError(
-                f"LabelledImages: {len(self.paths)} paths, {len(self.labels)} labels and "
-                f"{len(self.ids) if self.ids is not None else '-'} ids; give one of each per image"
-            )
-        if len(self.labels) and not 0 <= self.labels.min() <= self.labels.max() < len(self.classes):
-            raise ValueError(f"labels must index the {len(self.classes)} class names")
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def counts(self) -> np.ndarray:
-        """Images per class (C values, zeros included)."""
-        return np.bincount(self.labels, minlength=len(self.classes))
-
-    def subset(self, keep: np.ndarray) -> LabelledImages:
-        """The images where ``keep`` is true, classes left without images removed."""
-        keep = np.asarray(keep, dtype=bool)
-        used, labels = np.unique(self.labels[keep], return_inverse=True)
-        return LabelledImages(
-            [p for p, k in zip(self.paths, keep, strict=True) if k],
-            labels.reshape(-1),
-            [self.classes[c] for c in used],
-            [i for i, k in zip(self.ids, keep, strict=True) if k] if self.ids is not None else None,
-        )
-
-    def split_classes(
-        self, n_val: int | float, seed: int = 0
-    ) -> tuple[LabelledImages, LabelledImages | None]:
-        """(train, val): ``n_val`` classes (a count, or a fraction when < 1) drawn at random hold
-        out for validation; None when ``n_val`` is 0."""
-        n_classes = len(self.classes)
-        count = round(n_val * n_classes) if 0 < n_val < 1 else int(n_val)
-        if count <= 0:
-            return self, None
-        if count >= n_classes:
-            raise ValueError(
-                f"cannot hold out {count} validation classes (data.val_classes={n_val}) out of "
-                f"{n_classes}: leave at least one class for training"
-            )
-        val_classes = np.random.default_rng(seed).choice(n_classes, count, replace=False)
-        is_val = np.isin(self.labels, val_classes)
-        return self.subset(~is_val), self.subset(is_val)
-
-
-def _drop_missing(images: LabelledImages, where: str, missing: str) -> LabelledImages:
-    """Check every image file exists; raise (missing='error') or drop the missing ones."""
-    absent = np.array([not p.is_file() for p in images.paths], dtype=bool)
-    if not absent.any():
-        return images
-    names = images.ids if images.ids is not None else [str(p) for p in images.paths]
-    examples = ", ".join(n for n, a in zip(names, absent, strict=True) if a)[:300]
-    message = (
-        f"{int(absent.sum())} of {len(images)} images listed in {where} have no file (unknown "
-        f"image ids), e.g. {examples}"
-    )
-    if missing == "error":
-        raise FileNotFoundError(
-            f"{message}. Fix data.root / data.images, or set data.missing=drop to skip them."
-        )
-    log.warning("%s; dropping them (data.missing=drop)", message)
-    return images.subset(~absent)
-
-
-def _drop_empty_classes(images: LabelledImages, where: str) -> LabelledImages:
-    """Remove classes that have no image, with a warning naming a few."""
-    empty = np.flatnonzero(images.counts() == 0)
-    if len(empty):
-        names = ", ".join(images.classes[c] for c in empty[:5])
-        log.warning(
-            "%d class(es) of %s have no image (e.g. %s); skipping them", len(empty), where, names
-        )
-        images = images.subset(np.ones(len(images), dtype=bool))
-    return images
-
-
-def load_labelled_images(
-    format: str,
-    root: str | Path,
-    csv: str | None = None,
-    images: str | None = None,
-    missing: str = "error",
-) -> LabelledImages:
-    """Read a labelled image set.
-
-    ``gldv2``: a GLDv2 ``train.csv`` (id,url,landmark_id) or ``train_clean.csv``
-    (landmark_id,images) at ``root/csv``, images under ``images`` (default: ``train/`` beside the
-    CSV) as ``a/b/c/<id>.jpg``. ``folders``: ``root/<class>/<image>``. ``generic``: ``root/csv``
-    (default groundtruth.csv) with columns path,object_id. Images without a file raise, or are
-    dropped with ``missing='drop'``; classes without images are skipped with a warning.
-    """
-    if format not in FORMATS:
-        raise ValueError(f"Unknown label format {format!r}; valid: {', '.join(FORMATS)}")
-    if missing not in MISSING:
-        raise ValueError(f"missing must be one of {MISSING}, got {missing!r}")
-    root = Path(root).expanduser()
-    if format == "gldv2":
-        if not csv:
-            raise ValueError("the gldv2 label format needs data.csv (e.g. gldv2/train_clean.csv)")
-        where = root / csv
-        image_dir = Path(images).expanduser() if images else None
-        if image_dir is not None and not image_dir.is_absolute():
-            image_dir = root / image_dir
-        train = formats.read_gldv2_train(where, image_dir)
-        names = sorted({int(v) for v in train.landmark_ids} | set(train.empty_landmarks))
-        index = {name: k for k, name in enumerate(names)}
-        labels = np.array([index[int(v)] for v in train.landmark_ids], dtype=np.int64)
-        out = LabelledImages(train.image_paths, labels, [str(n) for n in names], train.ids)
-    elif format == "folders":
-        where = root
-        paths, labels, names = formats.read_class_folders(root)
-        out = LabelledImages(paths, labels, names)
-    else:
-        where = root / (csv or "groundtruth.csv")
-        paths, labels = formats.read_labelled_images(root, csv or "groundtruth.csv", False)
-        names = [str(k) for k in range(int(labels.max()) + 1)] if len(labels) else []
-        out = LabelledImages(paths, labels, names)
-    out = _drop_empty_classes(out, str(where))
-    out = _drop_missing(out, str(where), missing)
-    if len(out) == 0:
-        raise formats.DatasetFormatError(f"{where}: no labelled image to train on")
-    return out
-
-
-def sfm_val_images(root: str | Path, name: str) -> LabelledImages:
-    """The val split of an SfM database as labelled images (class = 3D model)."""
-    split = formats.load_sfm_db(root, name)["val"]
-    clusters, labels = np.unique(np.asarray(split.cluster), return_inverse=True)
-    return LabelledImages(list(split.image_paths), labels.reshape(-1), [str(c) for c in clusters])
-
-
-def label_splits(
-    format: str,
-    root: str | Path,
-    csv: str | None = None,
-    images: str | None = None,
-    missing: str = "error",
-    val_sfm: str | None = None,
-    val_classes: int | float = 0,
+def sfm_db_from_labels(
+    labels: Sequence[Hashable],
+    positives_per_query: int = 1,
+    cids: Sequence[str] | None = None,
+    max_candidates: int | None = None,
+    generator: torch.Generator | None = None,
     seed: int = 0,
-) -> tuple[LabelledImages, LabelledImages | None]:
-    """Training and validation images: the val split of SfM db ``val_sfm`` under root, or
-    ``val_classes`` classes held out of the labelled set (LabelledImages.split_classes)."""
-    labelled = load_labelled_images(format, root, csv, images, missing)
-    if val_sfm:
-        return labelled, sfm_val_images(root, val_sfm)
-    return labelled.split_classes(val_classes, seed)
+) -> dict[str, Any]:
+    """An SfM-like split from image labels, so that data without 3D models mines alike.
 
-
-# --------------------------------------------------------------------------------------------------
-# m classes x k images per batch
-# --------------------------------------------------------------------------------------------------
-
-
-def eligible_classes(
-    labels: np.ndarray, images_per_class: int, small_classes: str = "drop", what: str = "data"
-) -> np.ndarray:
-    """Classes that can fill k = images_per_class slots (logs what is dropped or repeated).
-
-    'drop' keeps classes with at least k images; 'repeat' also keeps classes with 2..k-1 images,
-    whose images then repeat to fill the k slots. A class with one image has no positive pair and
-    is always left out.
+    ``cluster`` is the label. Every image sharing its label with another is a query, paired with
+    ``positives_per_query`` other images of the label (fewer if the label is small), drawn from a
+    random cyclic order of the label's images: an image's positives follow it in that order.
+    ``candidates[i]`` (k x 2 arrays of (image index, inliers = 1)) lists the other images of the
+    label in the same order, capped at ``max_candidates``. Single-image labels give no query but
+    stay in the split as negatives. Returns {cids, cluster, qidxs, pidxs, bbxs, candidates}.
     """
-    if small_classes not in SMALL_CLASSES:
+    if len(labels) == 0:
+        raise ValueError("sfm_db_from_labels: the label list is empty.")
+    if positives_per_query < 1:
+        raise ValueError(f"positives_per_query must be >= 1; got {positives_per_query}.")
+    if max_candidates is not None and max_candidates < positives_per_query:
         raise ValueError(
-            f"small_classes must be one of {SMALL_CLASSES} (data.small_classes), "
-            f"got {small_classes!r}"
+            f"max_candidates={max_candidates} must be >= positives_per_query="
+            f"{positives_per_query} (the positives are candidates too)."
         )
-    k = int(images_per_class)
-    if k < 2:
-        raise ValueError(f"data.images_per_class must be >= 2 (a positive pair), got {k}")
-    counts = np.bincount(np.asarray(labels, dtype=np.int64))
-    present = counts > 0
-    minimum = k if small_classes == "drop" else 2
-    keep = counts >= minimum
-    small = present & (counts < k)
-    if not keep.any():
+    if cids is not None and len(cids) != len(labels):
+        raise ValueError(f"Got {len(cids)} cids for {len(labels)} labels; pass one id per image.")
+    if generator is None:
+        generator = torch.Generator().manual_seed(seed)
+    clusters = _label_ids(labels)
+    order = np.argsort(clusters, kind="stable")
+    bounds = np.flatnonzero(np.diff(clusters[order])) + 1
+    candidates: list[np.ndarray] = [np.empty((0, 2), dtype=np.int64)] * clusters.size
+    positives: dict[int, np.ndarray] = {}
+    for members in np.split(order, bounds):
+        n = members.size
+        if n < 2:
+            continue
+        cycle = members[torch.randperm(n, generator=generator).numpy()]
+        k = n - 1 if max_candidates is None else min(n - 1, max_candidates)
+        # Row j: the k images following cycle[j] in the cyclic order.
+        follow = cycle[(np.arange(n)[:, None] + np.arange(1, k + 1)[None, :]) % n]
+        for img, others in zip(cycle, follow, strict=True):
+            candidates[img] = np.stack([others, np.ones_like(others)], axis=1)
+            positives[int(img)] = others[:positives_per_query]
+    if not positives:
         raise ValueError(
-            f"data.images_per_class={k} is larger than every class of the {what} (the largest "
-            f"has {int(counts.max(initial=0))} images): lower it, or set "
-            "data.small_classes=repeat to repeat the images of classes with fewer"
+            "sfm_db_from_labels: no label has two images, so no query-positive pair exists; "
+            "each object needs at least two images."
         )
-    if small.any():
-        dropped = present & ~keep
-        log.info(
-            "%s: %d of %d classes have fewer than %d images; %s (%d classes, %d images dropped)",
-            what,
-            int(small.sum()),
-            int(present.sum()),
-            k,
-            "dropped" if small_classes == "drop" else "their images repeat to fill a batch",
-            int(dropped.sum()),
-            int(counts[dropped].sum()),
-        )
-    return np.flatnonzero(keep)
-
-
-class ClassBatchSampler(Sampler[list[int]]):
-    """Batches of m classes x k images (dataset indices), the same for a given (seed, epoch).
-
-    Classes are visited in a random order before any repeats; each batch takes k random images of
-    each of its m classes. Classes with fewer than k images are handled as ``small_classes`` says
-    (see :func:`eligible_classes`). Use it as a DataLoader's ``batch_sampler``, or as its
-    ``sampler`` with ``batch_size=None`` and a dataset that takes index lists (as under DDP, where
-    Lightning hands whole batches to the ranks).
-    """
-
-    def __init__(
-        self,
-        labels: Sequence[int] | np.ndarray,
-        classes_per_batch: int,
-        images_per_class: int,
-        small_classes: str = "drop",
-        num_batches: int | None = None,
-        seed: int = 0,
-        what: str = "data",
-    ) -> None:
-        labels = np.asarray(labels, dtype=np.int64)
-        self.m, self.k = int(classes_per_batch), int(images_per_class)
-        classes = eligible_classes(labels, self.k, small_classes, what)
-        if self.m < 1 or self.m > len(classes):
-            raise ValueError(
-                f"data.classes_per_batch={self.m} but the {what} has {len(classes)} classes with "
-                f"enough images (data.images_per_class={self.k}); use 1..{len(classes)}"
-            )
-        order = np.argsort(labels, kind="stable")
-        starts = np.searchsorted(labels[order], classes)
-        ends = np.searchsorted(labels[order], classes, side="right")
-        self.members = [order[a:b] for a, b in zip(starts, ends, strict=True)]
-        usable = sum(len(m) for m in self.members)
-        self.num_batches = int(num_batches) if num_batches else max(1, usable // (self.m * self.k))
-        self.seed, self.epoch = int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the batches of this epoch (Lightning calls it at every epoch start)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.num_batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        n_classes = len(self.members)
-        order, position = rng.permutation(n_classes), 0
-        for _ in range(self.num_batches):
-            if position + self.m > n_classes:
-                order, position = rng.permutation(n_classes), 0
-            batch: list[int] = []
-            for c in order[position : position + self.m]:
-                members = self.members[c]
-                if len(members) >= self.k:
-                    picked = rng.choice(members, self.k, replace=False)
-                else:  # small_classes=repeat: all of them, then repeats
-                    extra = rng.choice(members, self.k - len(members), replace=True)
-                    picked = np.concatenate([rng.permutation(members), extra])
-                batch += picked.tolist()
-            position += self.m
-            yield batch
-
-
-class LabelBatchDataset(Dataset):
-    """Item = a list of indices -> a label batch: images zero-padded to S x S, sizes, labels.
-
-    Images keep their aspect ratio (longest side S) on a fixed S x S canvas, so an image's
-    descriptor does not depend on the other images of its batch or chunk (multi-stage is exact).
-    """
-
-    def __init__(
-        self,
-        images: LabelledImages,
-        image_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-    ) -> None:
-        self.images, self.size = images, int(image_size)
-        self.mean, self.std = tuple(mean), tuple(std)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        batch = torch.zeros(len(indices), 3, self.size, self.size)
-        sizes = torch.zeros(len(indices), 2, dtype=torch.long)
-        for row, i in enumerate(indices):
-            img = prepare_image(self.images.paths[i], self.size, self.mean, self.std)
-            batch[row, :, : img.shape[1], : img.shape[2]] = img
-            sizes[row] = torch.tensor(img.shape[1:])
-        labels = torch.as_tensor(self.images.labels[list(indices)], dtype=torch.long)
-        return {"images": batch, "sizes": sizes, "labels": labels}
-
-
-@dataclass
-class LabelBatchConfig:
-    """How label batches are drawn and prepared."""
-
-    classes_per_batch: int = 16
-    images_per_class: int = 8
-    small_classes: str = "drop"
-    batches_per_epoch: int | None = None
-    image_size: int = 256
-    num_workers: int = 0
-    seed: int = 0
-
-
-class LabelDataModule(pl.LightningDataModule):
-    """Serves m x k label batches: new ones every epoch for training, fixed ones for validation.
-
-    Under DDP each rank gets whole batches (Lightning spreads the sampler's batches over the
-    ranks); the module gathers the descriptors so the loss sees the global batch.
-    """
-
-    def __init__(
-        self,
-        train: LabelledImages,
-        config: LabelBatchConfig,
-        val: LabelledImages | None = None,
-    ) -> None:
-        super().__init__()
-        self.images = {"train": train, "val": val}
-        self.config = c = config
-        self.samplers = {
-            "train": ClassBatchSampler(
-                train.labels,
-                c.classes_per_batch,
-                c.images_per_class,
-                c.small_classes,
-                c.batches_per_epoch,
-                c.seed,
-                "training set",
-            )
-        }
-        if val is not None:
-            eligible = eligible_classes(val.labels, c.images_per_class, c.small_classes, "val set")
-            self.samplers["val"] = ClassBatchSampler(
-                val.labels,
-                min(c.classes_per_batch, len(eligible)),
-                c.images_per_class,
-                c.small_classes,
-                None,
-                c.seed + 7919,
-                "val set",
-            )
-
-    def _dataloader(self, split: str, epoch: int) -> DataLoader:
-        sampler = self.samplers[split]
-        sampler.set_epoch(epoch)
-        meta = self.trainer.lightning_module.net.meta
-        dataset = LabelBatchDataset(
-            self.images[split], self.config.image_size, meta["mean"], meta["std"]
-        )
-        return DataLoader(
-            dataset,
-            sampler=sampler,
-            batch_size=None,  # the sampler yields whole batches
-            num_workers=self.config.num_workers,
-            persistent_workers=False,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._dataloader("train", self.trainer.current_epoch)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._dataloader("val", 0) if "val" in self.samplers else []
-
-
-# --------------------------------------------------------------------------------------------------
-# Cleaning: drop images whose descriptor disagrees with their class
-# --------------------------------------------------------------------------------------------------
-
-
-def class_consistent(descriptors: np.ndarray, labels: np.ndarray, k: int = 5) -> np.ndarray:
-    """Keep mask: an image is kept when it is among the k nearest neighbours (itself excluded) of
-    at least one other image of its class."""
-    from retrieval.index import search
-
-    labels = np.asarray(labels)
-    n = len(labels)
-    if n < 2:
-        return np.zeros(n, dtype=bool)
-    _, ranks = search(descriptors, descriptors, k=min(int(k) + 1, n))
-    # Each row's first k neighbours other than itself (ties may push it out of its own row).
-    is_self = ranks == np.arange(n)[:, None]
-    others = np.take_along_axis(ranks, np.argsort(is_self, axis=1, kind="stable"), axis=1)[:, :k]
-    owner = np.broadcast_to(np.arange(n)[:, None], others.shape)
-    valid = (others >= 0) & (others != owner)
-    agree = valid & (labels[np.where(valid, others, 0)] == labels[owner])
-    keep = np.zeros(n, dtype=bool)
-    keep[others[agree]] = True
-    return keep
-
-
-def clean_labelled_images(
-    net: torch.nn.Module,
-    images: LabelledImages,
-    k: int = 5,
-    min_images: int = 2,
-    image_size: int = 256,
-    batch_size: int = 32,
-    device: str | torch.device = "cpu",
-    num_workers: int = 0,
-) -> LabelledImages:
-    """The images that agree with their class (:func:`class_consistent` on ``net``'s
-    descriptors), classes left with fewer than ``min_images`` removed."""
-    from retrieval.extraction.extract import extract_distributed
-
-    start = time.perf_counter()
-    descriptors = extract_distributed(
-        net,
-        images.paths,
-        max_side=image_size,
-        batch_size=batch_size,
-        device=device,
-        num_workers=num_workers,
-        desc="cleaning",
-    )
-    keep = class_consistent(descriptors, images.labels, k)
-    kept = images.subset(keep)
-    big = kept.counts()[kept.labels] >= int(min_images)
-    kept = kept.subset(big)
-    log.info(
-        "cleaning (k=%d): kept %d of %d images and %d of %d classes in %.1f s",
-        k,
-        len(kept),
-        len(images),
-        len(kept.classes),
-        len(images.classes),
-        time.perf_counter() - start,
-    )
-    return kept
-
-
-def write_labelled_csv(images: LabelledImages, path: str | Path) -> Path:
-    """Write a cleaned image set: GLDv2 train.csv (id,url,landmark_id) when the images have GLDv2
-    ids, else a generic groundtruth.csv (path,object_id) with paths relative to its folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if images.ids is not None:
-        landmarks = [int(images.classes[c]) for c in images.labels]
-        formats.write_gldv2_train_csv(path, images.ids, landmarks)
-    else:
-        rows = [
-            {"path": os.path.relpath(p, path.parent), "object_id": images.classes[c]}
-            for p, c in zip(images.paths, images.labels, strict=True)
-        ]
-        formats.write_generic_groundtruth(path, rows)
-    return path
-
-
-def _clean_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m retrieval.data clean",
-        description="Drop labelled images whose descriptor disagrees with their class (not among "
-        "the k nearest neighbours of any other image of the class); write a cleaned CSV.",
-    )
-    parser.add_argument("--format", choices=FORMATS, default="gldv2")
-    parser.add_argument(
-        "--root", default=None, help="dataset root (default: the synthetic world's labels)"
-    )
-    parser.add_argument("--csv", default=None, help="CSV relative to root (gldv2, generic)")
-    parser.add_argument("--images", default=None, help="gldv2 image folder (default: train/)")
-    parser.add_argument("--missing", choices=MISSING, default="error")
-    parser.add_argument("--out", required=True, help="the cleaned CSV to write")
-    parser.add_argument("--checkpoint", default=None, help="model.pt to describe images with")
-    parser.add_argument("--backbone", default="efficientnet_lite0")
-    parser.add_argument("--weights", default="imagenet")
-    parser.add_argument("--k", type=int, default=5, help="nearest neighbours that must agree")
-    parser.add_argument("--min-images", type=int, default=2, help="smallest class kept")
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return parser
-
-
-def clean_main(argv: Sequence[str] | None = None) -> int:
-    """``python -m retrieval.data clean``: clean a labelled image set into a new CSV."""
-    from retrieval.checkpoint import load_checkpoint
-    from retrieval.models.net import build_net
-
-    args = _clean_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    root, csv = args.root, args.csv
-    if root is None:  # the synthetic world: a fresh machine has something to clean
-        from retrieval.data.synthetic import LABELS_NAME, ensure_world
-
-        root, csv = ensure_world(), csv or f"train/{LABELS_NAME}/train.csv"
-    images = load_labelled_images(args.format, root, csv, args.images, args.missing)
-    if args.checkpoint:
-        net = load_checkpoint(args.checkpoint)
-    else:
-        net = build_net(args.backbone, "gem", weights=args.weights)
-    kept = clean_labelled_images(
-        net, images, args.k, args.min_images, args.image_size, args.batch_size, args.device
-    )
-    out = write_labelled_csv(kept, args.out)
-    print(
-        f"kept {len(kept)} of {len(images)} images, {len(kept.classes)} of {len(images.classes)} "
-        f"classes: {out}"
-    )
-    return 0
+    qidxs = [q for q in sorted(positives) for _ in positives[q]]
+    pidxs = [int(p) for q in sorted(positives) for p in positives[q]]
+    names = cids if cids is not None else range(len(labels))
+    return {
+        "cids": [str(c) for c in names],
+        "cluster": clusters.tolist(),
+        "qidxs": qidxs,
+        "pidxs": pidxs,
+        "bbxs": [None] * len(qidxs),
+        "candidates": candidates,
+    }

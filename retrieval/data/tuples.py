@@ -1,30 +1,26 @@
-"""Training tuples mined each epoch from an SfM database: sampling, positives, hard negatives.
+"""Training tuples mined each epoch from an SfM database, on arrays: sampling, positives, hard
+negatives, the start-up check of the mining values and statistics of the mined tuples.
 
 One epoch (Radenović et al., as in cirtorch): :func:`sample_epoch` draws ``qsize`` query-positive
 pairs and a pool of ``poolsize`` images; :func:`choose_positives` picks each query's positive;
 after the caller extracted descriptors of the queries and the pool, :func:`mine_hard_negatives`
 keeps for each query the ``nnum`` most similar pool images from distinct clusters (3D models)
-other than the query's. The result is an :class:`EpochTuples`, read by :class:`TupleDataset`.
+other than the query's. The result is an :class:`~retrieval.data.epoch_tuples.EpochTuples`, read
+by :class:`~retrieval.data.tuple_dataset.TupleDataset`.
 
 Everything here is pure logic on index arrays and descriptors (N x D rows); image extraction and
-the Lightning DataModule live elsewhere.
+the Lightning DataModule live in retrieval/lightning/tuple_datamodule.py.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
-
-from retrieval.atomic import atomic_write
-from retrieval.data.transforms import prepare_image
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +104,6 @@ def _check_mining_inputs(
             f"{q_cl.numel()} query_clusters, {pool_desc.shape[0]} pool images with "
             f"{p_cl.numel()} pool_clusters."
         )
-    if nnum < 1:
-        raise ValueError(f"nnum must be >= 1 (data.nnum); got {nnum}.")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1; got {chunk_size}.")
 
@@ -174,21 +168,8 @@ def mine_hard_negatives(
     return neg_idx, neg_sims
 
 
-def validate_mining_setup(
-    split: Mapping[str, Any],
-    nnum: int,
-    poolsize: int,
-    qsize: int | None = None,
-    candidates: Candidates | None = None,
-    prefix: str = "data",
-) -> None:
-    """Check at start-up that an SfM split and the mining settings can produce tuples.
-
-    Raises ValueError naming the offending key (``{prefix}.nnum``, ``{prefix}.poolsize``, split
-    keys); logs a warning where ``qsize`` / ``poolsize`` exceed what the split holds (they are then
-    clipped by :func:`sample_epoch`). ``candidates``, when given, must list a positive for every
-    query.
-    """
+def _split_arrays(split: Mapping[str, Any]) -> tuple[int, np.ndarray, np.ndarray]:
+    """The image count, clusters and query indices of an SfM split, checked for consistency."""
     for key in ("cids", "cluster", "qidxs", "pidxs"):
         if split.get(key) is None:
             hint = (
@@ -222,8 +203,29 @@ def validate_mining_setup(
             )
     if np.any(qidxs == pidxs):
         raise ValueError("SfM split pairs an image with itself: some qidxs equal their pidxs.")
+    return num_images, clusters, qidxs
+
+
+def validate_mining_setup(
+    split: Mapping[str, Any],
+    nnum: int,
+    poolsize: int,
+    qsize: int | None = None,
+    candidates: Candidates | None = None,
+    prefix: str = "data",
+) -> None:
+    """Check at start-up that an SfM split and the mining settings can produce tuples.
+
+    The one check of ``nnum``, ``poolsize`` and ``qsize``: raises ValueError naming the offending
+    key (``{prefix}.nnum``, ``{prefix}.poolsize``, ``{prefix}.qsize``, split keys); logs a warning
+    where ``qsize`` / ``poolsize`` exceed what the split holds (they are then clipped by
+    :func:`sample_epoch`). ``candidates``, when given, must list a positive for every query.
+    """
+    num_images, clusters, qidxs = _split_arrays(split)
     if nnum < 1:
         raise ValueError(f"{prefix}.nnum must be >= 1; got {nnum}.")
+    if qsize is not None and qsize < 1:
+        raise ValueError(f"{prefix}.qsize must be >= 1; got {qsize}.")
     num_clusters = np.unique(clusters).size
     if num_clusters < nnum + 1:
         raise ValueError(
@@ -251,8 +253,9 @@ def validate_mining_setup(
             qidxs.size,
         )
     if candidates is not None:
-        has_none = [_candidate_rows(candidates, int(q))[0].size == 0 for q in np.unique(qidxs)]
-        missing = np.unique(qidxs)[np.asarray(has_none, dtype=bool)].tolist()
+        queries = np.unique(qidxs)
+        has_none = [_candidate_rows(candidates, int(q))[0].size == 0 for q in queries]
+        missing = queries[np.asarray(has_none, dtype=bool)].tolist()
         if missing:
             raise ValueError(
                 f"{len(missing)} queries have no candidate positives in the sidecar (e.g. images "
@@ -275,17 +278,14 @@ def sample_epoch(
 ) -> tuple[Tensor, Tensor]:
     """Draw one epoch's query-positive pair indices and negative-pool image indices.
 
-    As cirtorch, ``qsize`` and ``poolsize`` are clipped to ``num_pairs`` and ``num_images``; both
-    draws are without replacement and depend only on the generator's state.
+    As cirtorch, ``qsize`` and ``poolsize`` (>= 1, checked by :func:`validate_mining_setup`) are
+    clipped to ``num_pairs`` and ``num_images``; both draws are without replacement and depend
+    only on the generator's state.
     """
     if num_pairs < 1 or num_images < 1:
         raise ValueError(
             f"sample_epoch needs at least one pair and one image; got num_pairs={num_pairs}, "
             f"num_images={num_images}."
-        )
-    if qsize < 1 or poolsize < 1:
-        raise ValueError(
-            f"data.qsize and data.poolsize must be >= 1; got qsize={qsize}, poolsize={poolsize}."
         )
     pairs = torch.randperm(num_pairs, generator=generator)[: min(qsize, num_pairs)]
     pool = torch.randperm(num_images, generator=generator)[: min(poolsize, num_images)]
@@ -411,95 +411,8 @@ def choose_positives(
 
 
 # --------------------------------------------------------------------------------------------------
-# Epoch tuples: storage and statistics
+# Statistics of mined tuples
 # --------------------------------------------------------------------------------------------------
-
-
-def _to_numpy(values: Any, dtype: Any) -> np.ndarray:
-    """Tensor (any device) or array-like as a numpy array of ``dtype``."""
-    if isinstance(values, Tensor):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values, dtype=dtype)
-
-
-@dataclass
-class EpochTuples:
-    """One epoch's tuples: image indices of queries, positives and negatives, and similarities."""
-
-    query: np.ndarray  # Q image indices
-    positive: np.ndarray  # Q image indices
-    negatives: np.ndarray  # Q x nnum image indices
-    neg_sims: np.ndarray | None = None  # Q x nnum query-negative similarities at mining time
-    pos_sims: np.ndarray | None = None  # Q query-positive similarities at mining time
-    epoch: int | None = None
-    cids: list[str] | None = None  # image ids the indices refer to
-
-    def __post_init__(self) -> None:
-        self.query = _to_numpy(self.query, np.int64).reshape(-1)
-        self.positive = _to_numpy(self.positive, np.int64).reshape(-1)
-        self.negatives = _to_numpy(self.negatives, np.int64)
-        num = self.query.size
-        if self.negatives.ndim == 1 and num:
-            self.negatives = self.negatives.reshape(num, -1)
-        if self.positive.size != num or self.negatives.ndim != 2 or self.negatives.shape[0] != num:
-            raise ValueError(
-                f"EpochTuples needs Q queries, Q positives and Q x nnum negatives; got "
-                f"{num}, {self.positive.size} and shape {self.negatives.shape}."
-            )
-        if self.neg_sims is not None:
-            self.neg_sims = _to_numpy(self.neg_sims, np.float32).reshape(self.negatives.shape)
-        if self.pos_sims is not None:
-            self.pos_sims = _to_numpy(self.pos_sims, np.float32).reshape(num)
-        if self.cids is not None:
-            self.cids = [str(c) for c in self.cids]
-
-    def __len__(self) -> int:
-        return int(self.query.size)
-
-    @property
-    def nnum(self) -> int:
-        """Negatives per tuple."""
-        return int(self.negatives.shape[1])
-
-    def image_indices(self, i: int) -> list[int]:
-        """Image indices of tuple ``i``: query, positive, then its negatives."""
-        return [int(self.query[i]), int(self.positive[i]), *(int(n) for n in self.negatives[i])]
-
-    def save(self, path: str | Path) -> None:
-        """Write to ``path`` as an uncompressed ``.npz`` (no pickle), atomically."""
-        arrays: dict[str, np.ndarray] = {
-            "query": self.query,
-            "positive": self.positive,
-            "negatives": self.negatives,
-        }
-        for key in ("neg_sims", "pos_sims"):
-            if getattr(self, key) is not None:
-                arrays[key] = getattr(self, key)
-        if self.epoch is not None:
-            arrays["epoch"] = np.asarray(self.epoch, dtype=np.int64)
-        if self.cids is not None:
-            arrays["cids"] = np.asarray(self.cids, dtype=np.str_)
-        atomic_write(path, lambda handle: np.savez(handle, **arrays))
-
-    @classmethod
-    def load(cls, path: str | Path) -> EpochTuples:
-        """Read tuples written by :meth:`save`."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"Epoch tuples file not found: {path}.")
-        with np.load(path, allow_pickle=False) as data:
-            missing = {"query", "positive", "negatives"} - set(data.files)
-            if missing:
-                raise ValueError(f"{path} is not an EpochTuples file: missing {sorted(missing)}.")
-            return cls(
-                query=data["query"],
-                positive=data["positive"],
-                negatives=data["negatives"],
-                neg_sims=data["neg_sims"] if "neg_sims" in data.files else None,
-                pos_sims=data["pos_sims"] if "pos_sims" in data.files else None,
-                epoch=int(data["epoch"]) if "epoch" in data.files else None,
-                cids=data["cids"].tolist() if "cids" in data.files else None,
-            )
 
 
 @torch.no_grad()
@@ -546,136 +459,3 @@ def mining_statistics(
         "nonzero_loss_fraction": float((per_tuple > 0).double().mean()),
         "active_negative_fraction": float((hinge > 0).any(dim=1).double().mean()),
     }
-
-
-# --------------------------------------------------------------------------------------------------
-# SfM-like split from labels
-# --------------------------------------------------------------------------------------------------
-
-
-def _label_ids(labels: Sequence[Hashable]) -> np.ndarray:
-    """Integer cluster ids: integer labels are kept, others numbered by first appearance."""
-    if all(isinstance(lab, int | np.integer) and not isinstance(lab, bool) for lab in labels):
-        return np.asarray(labels, dtype=np.int64)
-    numbering: dict[Hashable, int] = {}
-    return np.asarray([numbering.setdefault(lab, len(numbering)) for lab in labels], np.int64)
-
-
-def sfm_db_from_labels(
-    labels: Sequence[Hashable],
-    positives_per_query: int = 1,
-    cids: Sequence[str] | None = None,
-    max_candidates: int | None = None,
-    generator: torch.Generator | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """An SfM-like split from image labels, so that data without 3D models mines alike.
-
-    ``cluster`` is the label. Every image sharing its label with another is a query, paired with
-    ``positives_per_query`` other images of the label (fewer if the label is small), drawn from a
-    random cyclic order of the label's images: an image's positives follow it in that order.
-    ``candidates[i]`` (k x 2 arrays of (image index, inliers = 1)) lists the other images of the
-    label in the same order, capped at ``max_candidates``. Single-image labels give no query but
-    stay in the split as negatives. Returns {cids, cluster, qidxs, pidxs, bbxs, candidates}.
-    """
-    if len(labels) == 0:
-        raise ValueError("sfm_db_from_labels: the label list is empty.")
-    if positives_per_query < 1:
-        raise ValueError(f"positives_per_query must be >= 1; got {positives_per_query}.")
-    if max_candidates is not None and max_candidates < positives_per_query:
-        raise ValueError(
-            f"max_candidates={max_candidates} must be >= positives_per_query="
-            f"{positives_per_query} (the positives are candidates too)."
-        )
-    if cids is not None and len(cids) != len(labels):
-        raise ValueError(f"Got {len(cids)} cids for {len(labels)} labels; pass one id per image.")
-    if generator is None:
-        generator = torch.Generator().manual_seed(seed)
-    clusters = _label_ids(labels)
-    order = np.argsort(clusters, kind="stable")
-    bounds = np.flatnonzero(np.diff(clusters[order])) + 1
-    candidates: list[np.ndarray] = [np.empty((0, 2), dtype=np.int64)] * clusters.size
-    positives: dict[int, np.ndarray] = {}
-    for members in np.split(order, bounds):
-        n = members.size
-        if n < 2:
-            continue
-        cycle = members[torch.randperm(n, generator=generator).numpy()]
-        k = n - 1 if max_candidates is None else min(n - 1, max_candidates)
-        # Row j: the k images following cycle[j] in the cyclic order.
-        follow = cycle[(np.arange(n)[:, None] + np.arange(1, k + 1)[None, :]) % n]
-        for img, others in zip(cycle, follow, strict=True):
-            candidates[img] = np.stack([others, np.ones_like(others)], axis=1)
-            positives[int(img)] = others[:positives_per_query]
-    if not positives:
-        raise ValueError(
-            "sfm_db_from_labels: no label has two images, so no query-positive pair exists; "
-            "each object needs at least two images."
-        )
-    qidxs = [q for q in sorted(positives) for _ in positives[q]]
-    pidxs = [int(p) for q in sorted(positives) for p in positives[q]]
-    names = cids if cids is not None else range(len(labels))
-    return {
-        "cids": [str(c) for c in names],
-        "cluster": clusters.tolist(),
-        "qidxs": qidxs,
-        "pidxs": pidxs,
-        "bbxs": [None] * len(qidxs),
-        "candidates": candidates,
-    }
-
-
-# --------------------------------------------------------------------------------------------------
-# Dataset
-# --------------------------------------------------------------------------------------------------
-
-TupleItem = tuple[list[Tensor], Tensor]
-
-
-class TupleDataset(Dataset):
-    """Training tuples as images: item i is ([query, positive, n_1..n_k], target [-1, 1, 0..0])."""
-
-    def __init__(
-        self,
-        image_paths: Sequence[str | Path],
-        tuples: EpochTuples | None,
-        max_side: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-    ) -> None:
-        self.image_paths = list(image_paths)
-        self.max_side = int(max_side)
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.tuples: EpochTuples | None = None
-        if tuples is not None:
-            self.set_tuples(tuples)
-
-    def set_tuples(self, tuples: EpochTuples) -> None:
-        """Replace the tuples (new epoch), checking their indices against the image list."""
-        if len(tuples):
-            top = max(tuples.query.max(), tuples.positive.max(), tuples.negatives.max(initial=0))
-            if top >= len(self.image_paths):
-                raise ValueError(
-                    f"Epoch tuples refer to image {top} but only {len(self.image_paths)} image "
-                    "paths were given; mine with the same split as the dataset."
-                )
-        self.tuples = tuples
-
-    def __len__(self) -> int:
-        return 0 if self.tuples is None else len(self.tuples)
-
-    def __getitem__(self, i: int) -> TupleItem:
-        if self.tuples is None:
-            raise RuntimeError("TupleDataset has no tuples yet; mine an epoch and set_tuples().")
-        indices = self.tuples.image_indices(i)
-        images = [
-            prepare_image(self.image_paths[j], self.max_side, self.mean, self.std) for j in indices
-        ]
-        target = torch.zeros(len(indices), dtype=torch.long)
-        target[0], target[1] = -1, 1
-        return images, target
-
-
-def collate_tuples(batch: Sequence[TupleItem]) -> list[TupleItem]:
-    """Keep a batch as a list of (images, target) tuples: images differ in size."""
-    return list(batch)

@@ -14,8 +14,8 @@ from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torchvision.transforms.functional import to_pil_image
 
+from retrieval.data.epoch_tuples import EpochTuples
 from retrieval.data.transforms import prepare_image, resize_longest
-from retrieval.data.tuples import EpochTuples
 from retrieval.models.net import RetrievalNet
 from retrieval.types import RetrievalBenchmark
 from retrieval.viz.grids import benchmark_grid, pick_queries

@@ -13,11 +13,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from retrieval.data.epoch_tuples import EpochTuples
+from retrieval.data.tuple_dataset import TupleDataset, collate_tuples
 from retrieval.data.tuples import (
-    EpochTuples,
-    TupleDataset,
     choose_positives,
-    collate_tuples,
     epoch_generator,
     mine_hard_negatives,
     mining_statistics,

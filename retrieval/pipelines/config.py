@@ -61,13 +61,9 @@ def validate_train_config(cfg: DictConfig) -> None:
     if data.kind == "classes":
         validate_label_data_config(data)
         return
-    for key in ("qsize", "poolsize", "nnum", "batch_size", "image_size"):
+    # data.qsize, poolsize and nnum are checked where mining is set up (validate_mining_setup).
+    for key in ("batch_size", "image_size"):
         _check(int(data[key]) > 0, f"data.{key}", f"must be a positive integer, got {data[key]}.")
-    _check(
-        int(data.poolsize) >= int(data.nnum),
-        "data.poolsize",
-        f"the pool ({data.poolsize}) must hold at least data.nnum={data.nnum} images.",
-    )
     valid_positives = ("fixed", "random_topk_inliers", "hardest")
     _check(
         data.positives in valid_positives,
@@ -103,7 +99,7 @@ def validate_loss_config(cfg: DictConfig) -> None:
 
 def validate_label_data_config(data: DictConfig) -> None:
     """Check the keys of a class-labelled data set (data.kind=classes)."""
-    from retrieval.data.labels import FORMATS, MISSING, SMALL_CLASSES
+    from retrieval.data.classes import FORMATS, MISSING, SMALL_CLASSES
 
     for key, valid in (("format", FORMATS), ("small_classes", SMALL_CLASSES), ("missing", MISSING)):
         _check(

@@ -19,14 +19,8 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from retrieval.atomic import atomic_write
 from retrieval.checkpoint import save_checkpoint
 from retrieval.data import formats
-from retrieval.data.labels import (
-    LabelBatchConfig,
-    LabelDataModule,
-    clean_labelled_images,
-    label_splits,
-    write_labelled_csv,
-)
-from retrieval.data.tuples import sfm_db_from_labels
+from retrieval.data.classes import label_splits, write_labelled_csv
+from retrieval.data.labels import sfm_db_from_labels
 from retrieval.eval.benchmarks import (
     ExtractionSettings,
     extract_benchmark,
@@ -36,10 +30,12 @@ from retrieval.eval.benchmarks import (
 )
 from retrieval.index import search
 from retrieval.lightning.callbacks import AtomicCheckpointIO
+from retrieval.lightning.class_datamodule import ClassBatchConfig, ClassDataModule
 from retrieval.lightning.module import RetrievalModule
 from retrieval.lightning.pictures import ValidationPictures
 from retrieval.lightning.tuple_datamodule import MiningConfig, TupleDataModule, TupleSource
 from retrieval.models.net import RetrievalNet
+from retrieval.pipelines.clean import clean_labelled_images
 from retrieval.pipelines.config import (
     ConfigError,
     build_net_from_config,
@@ -201,10 +197,10 @@ def trainer_device(cfg: DictConfig) -> str:
     return "cuda" if gpu else "cpu"
 
 
-def _label_datamodule(cfg: DictConfig, train_src: Any, val_src: Any) -> LabelDataModule:
+def _class_datamodule(cfg: DictConfig, train_src: Any, val_src: Any) -> ClassDataModule:
     """The m x k label-batch data module as configured."""
     data = cfg.data
-    batches = LabelBatchConfig(
+    batches = ClassBatchConfig(
         classes_per_batch=int(data.classes_per_batch),
         images_per_class=int(data.images_per_class),
         small_classes=str(data.small_classes),
@@ -213,7 +209,7 @@ def _label_datamodule(cfg: DictConfig, train_src: Any, val_src: Any) -> LabelDat
         num_workers=int(data.num_workers),
         seed=int(cfg.seed),
     )
-    return LabelDataModule(train_src, batches, val_src)
+    return ClassDataModule(train_src, batches, val_src)
 
 
 def run_training(cfg: DictConfig) -> dict[str, Any]:
@@ -253,7 +249,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         chunk_size=data.get("chunk_size"),
     )
     if data.kind == "classes":
-        datamodule = _label_datamodule(cfg, train_src, val_src)
+        datamodule = _class_datamodule(cfg, train_src, val_src)
     else:
         mining = MiningConfig(
             qsize=int(data.qsize),

@@ -1,4 +1,4 @@
-"""Tests of epoch tuple mining: diverse hard negatives, positives, sampling, storage, dataset."""
+"""Mining on arrays: diverse hard negatives, the start-up check, positives, sampling, statistics."""
 
 from __future__ import annotations
 
@@ -8,21 +8,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from retrieval.data import tuples as tp
 from retrieval.data.formats import write_positives_sidecar
 from retrieval.data.tuples import (
-    EpochTuples,
-    TupleDataset,
     candidates_from_csr,
     choose_positives,
-    collate_tuples,
     epoch_generator,
     mine_hard_negatives,
     mining_statistics,
     sample_epoch,
-    sfm_db_from_labels,
     validate_mining_setup,
 )
 from retrieval.losses import contrastive_loss, triplet_loss
@@ -140,8 +135,6 @@ def test_mining_input_errors():
         mine_hard_negatives(torch.ones(2, 3), torch.ones(5, 4), [0, 1], [0] * 5, nnum=1)
     with pytest.raises(ValueError, match="one cluster per descriptor"):
         mine_hard_negatives(torch.ones(2, 3), torch.ones(5, 3), [0], [0] * 5, nnum=1)
-    with pytest.raises(ValueError, match=r"data\.nnum"):
-        mine_hard_negatives(torch.ones(2, 3), torch.ones(5, 3), [0, 1], [0] * 5, nnum=0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -170,6 +163,9 @@ def test_validate_mining_setup_accepts_a_good_split():
         ({"qidxs": [], "pidxs": []}, {}, "at least one pair"),
         ({"pidxs": [1, 9]}, {}, r"'pidxs' holds indices outside \[0, 6\)"),
         ({"pidxs": [0, 3]}, {}, "pairs an image with itself"),
+        ({}, {"nnum": 0}, r"data\.nnum must be >= 1; got 0"),
+        ({}, {"qsize": 0}, r"data\.qsize must be >= 1; got 0"),
+        ({}, {"poolsize": 0}, r"data\.poolsize=0 is smaller than data\.nnum=3"),
         ({}, {"nnum": 4}, r"4 clusters but data\.nnum=4"),
         ({}, {"poolsize": 2}, r"data\.poolsize=2 is smaller than data\.nnum=3"),
         ({}, {"candidates": [[(1, 5)], [], []]}, r"no candidate positives.*\[2\]"),
@@ -300,49 +296,11 @@ def test_sample_epoch_clips_and_epoch_generator_depends_on_seed_and_epoch():
     assert torch.equal(draw(0, 3), draw(0, 3))
     assert not torch.equal(draw(0, 3), draw(0, 4))
     assert not torch.equal(draw(0, 3), draw(1, 3))
-    with pytest.raises(ValueError, match=r"data\.qsize and data\.poolsize must be >= 1"):
-        sample_epoch(5, 0, 8, 3, epoch_generator(0, 0))
 
 
 # --------------------------------------------------------------------------------------------------
-# EpochTuples and statistics
+# Statistics of mined tuples
 # --------------------------------------------------------------------------------------------------
-
-
-def test_epoch_tuples_save_load_round_trip(tmp_path):
-    tuples = EpochTuples(
-        query=torch.tensor([3, 1]),
-        positive=[4, 0],
-        negatives=torch.tensor([[5, 6], [7, 2]]),
-        neg_sims=torch.tensor([[0.5, 0.25], [0.125, -1.0]]),
-        pos_sims=[0.75, 0.5],
-        epoch=7,
-        cids=[f"c{i}" for i in range(8)],
-    )
-    path = tmp_path / "tuples" / "epoch7.npz"
-    tuples.save(path)
-    back = EpochTuples.load(path)
-    assert back.epoch == 7 and back.cids == tuples.cids and back.nnum == 2 and len(back) == 2
-    for key in ("query", "positive", "negatives", "neg_sims", "pos_sims"):
-        np.testing.assert_array_equal(getattr(back, key), getattr(tuples, key))
-    assert back.image_indices(1) == [1, 0, 7, 2]
-
-    bare = EpochTuples([0], [1], [[2, 3, 4]])
-    bare.save(tmp_path / "bare.npz")
-    back = EpochTuples.load(tmp_path / "bare.npz")
-    assert back.neg_sims is None and back.epoch is None and back.cids is None
-    assert back.negatives.tolist() == [[2, 3, 4]]
-    assert list(tmp_path.glob("**/*.tmp")) == []
-
-
-def test_epoch_tuples_errors(tmp_path):
-    with pytest.raises(ValueError, match="Q x nnum negatives"):
-        EpochTuples([0, 1], [1], [[2], [3]])
-    with pytest.raises(FileNotFoundError, match="Epoch tuples file not found"):
-        EpochTuples.load(tmp_path / "nope.npz")
-    np.savez(tmp_path / "other.npz", x=np.zeros(2))
-    with pytest.raises(ValueError, match=r"not an EpochTuples file: missing \['negatives'"):
-        EpochTuples.load(tmp_path / "other.npz")
 
 
 def stats_toy():
@@ -382,88 +340,3 @@ def test_mining_statistics_agrees_with_the_losses_module():
         mining_statistics(q, p, n, margin=0.1, loss="ap")
     with pytest.raises(ValueError, match="negatives Q x K x D"):
         mining_statistics(q, p, n[:, 0], margin=0.1)
-
-
-# --------------------------------------------------------------------------------------------------
-# SfM-like split from labels
-# --------------------------------------------------------------------------------------------------
-
-
-def test_sfm_db_from_labels_toy():
-    labels = ["a", "b", "a", "c", "a", "b"]
-    db = sfm_db_from_labels(labels, seed=1)
-    assert db["cluster"] == [0, 1, 0, 2, 0, 1]
-    assert db["cids"] == ["0", "1", "2", "3", "4", "5"]
-    assert db["qidxs"] == [0, 1, 2, 4, 5]  # image 3 is alone in its label: no query
-    assert len(db["pidxs"]) == 5 and db["bbxs"] == [None] * 5
-    for q, p in zip(db["qidxs"], db["pidxs"], strict=True):
-        assert p != q and labels[p] == labels[q]
-    cands = db["candidates"]
-    assert sorted(cands[0][:, 0].tolist()) == [2, 4] and (cands[0][:, 1] == 1).all()
-    assert sorted(cands[5][:, 0].tolist()) == [1]
-    assert cands[3].shape == (0, 2)
-    # The db positive is the first candidate, and the split passes the start-up checks.
-    assert all(cands[q][0, 0] == p for q, p in zip(db["qidxs"], db["pidxs"], strict=True))
-    validate_mining_setup(db, nnum=2, poolsize=6, candidates=cands)
-    again = sfm_db_from_labels(labels, seed=1)
-    assert all(again[k] == db[k] for k in ("cids", "cluster", "qidxs", "pidxs", "bbxs"))
-    assert all(np.array_equal(x, y) for x, y in zip(again["candidates"], cands, strict=True))
-
-
-def test_sfm_db_from_labels_options():
-    labels = [10, 10, 7, 10, 7, 10]
-    db = sfm_db_from_labels(labels, positives_per_query=2, cids=list("uvwxyz"), seed=0)
-    assert db["cluster"] == labels and db["cids"] == list("uvwxyz")
-    # Label 10 has 4 images: 2 positives each; label 7 has 2 images: 1 positive each.
-    assert db["qidxs"] == [0, 0, 1, 1, 2, 3, 3, 4, 5, 5]
-    for q in (0, 1, 3, 5):
-        ps = [p for qq, p in zip(db["qidxs"], db["pidxs"], strict=True) if qq == q]
-        assert len(set(ps)) == 2 and q not in ps and all(labels[p] == 10 for p in ps)
-    capped = sfm_db_from_labels(labels, max_candidates=1, seed=0)
-    assert all(len(c) == 1 for c in capped["candidates"])
-    draws = {tuple(sfm_db_from_labels(labels, seed=s)["pidxs"]) for s in range(10)}
-    assert len(draws) > 1  # the positives are random draws
-
-
-def test_sfm_db_from_labels_errors():
-    with pytest.raises(ValueError, match="no label has two images"):
-        sfm_db_from_labels(["a", "b", "c"])
-    with pytest.raises(ValueError, match="2 cids for 3 labels"):
-        sfm_db_from_labels(["a", "a", "b"], cids=["x", "y"])
-    with pytest.raises(ValueError, match="max_candidates=1 must be >= positives_per_query=2"):
-        sfm_db_from_labels(["a", "a", "b"], positives_per_query=2, max_candidates=1)
-
-
-# --------------------------------------------------------------------------------------------------
-# Dataset
-# --------------------------------------------------------------------------------------------------
-
-
-def test_tuple_dataset_loads_the_tuple_images(tmp_path):
-    sizes = [(20, 10), (10, 20), (6, 6), (16, 8), (8, 8)]  # (width, height)
-    paths = []
-    for k, size in enumerate(sizes):
-        path = tmp_path / f"im{k}.png"
-        Image.new("RGB", size, (40 * k, 0, 0)).save(path)
-        paths.append(path)
-    tuples = EpochTuples(query=[0, 3], positive=[1, 4], negatives=[[2, 3], [0, 1]])
-    ds = TupleDataset(paths, tuples, max_side=8, mean=[0, 0, 0], std=[1, 1, 1])
-    assert len(ds) == 2
-    images, target = ds[0]
-    assert [tuple(x.shape) for x in images] == [(3, 4, 8), (3, 8, 4), (3, 6, 6), (3, 4, 8)]
-    assert [round(float(x[0].mean()) * 255) for x in images] == [0, 40, 80, 120]
-    assert target.tolist() == [-1, 1, 0, 0]
-
-    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate_tuples)
-    batch = next(iter(loader))
-    assert len(batch) == 2 and batch[1][1].tolist() == [-1, 1, 0, 0]
-    assert [round(float(x[0].mean()) * 255) for x in batch[1][0]] == [120, 160, 0, 40]
-
-
-def test_tuple_dataset_errors(tmp_path):
-    ds = TupleDataset([tmp_path / "a.png"], None, max_side=8, mean=[0] * 3, std=[1] * 3)
-    assert len(ds) == 0
-    with pytest.raises(RuntimeError, match="set_tuples"):
-        ds[0]
-    with pytest.raises(ValueError, match="refer to image 3 but only 1 image paths"):
-        ds.set_tuples(EpochTuples([0], [3], [[0]]))

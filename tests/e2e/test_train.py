@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from retrieval.checkpoint import load_checkpoint
-from retrieval.data.tuples import EpochTuples
+from retrieval.data.epoch_tuples import EpochTuples
 from retrieval.models.net import build_net
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -166,12 +166,12 @@ def one_step(net, images, chunk_size) -> dict[str, torch.Tensor]:
     """Parameters after one SGD step of Lightning on a label batch of 2 classes x 4 images."""
     import pytorch_lightning as pl
 
-    from retrieval.data.labels import LabelBatchConfig, LabelDataModule
+    from retrieval.lightning.class_datamodule import ClassBatchConfig, ClassDataModule
     from retrieval.lightning.module import RetrievalModule
 
     optimizer = {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}
     module = RetrievalModule(copy.deepcopy(net), {"name": "ap"}, optimizer, chunk_size=chunk_size)
-    config = LabelBatchConfig(classes_per_batch=2, images_per_class=4, image_size=40)
+    config = ClassBatchConfig(classes_per_batch=2, images_per_class=4, image_size=40)
     trainer = pl.Trainer(
         accelerator="cpu",
         max_steps=1,
@@ -181,12 +181,12 @@ def one_step(net, images, chunk_size) -> dict[str, torch.Tensor]:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(module, datamodule=LabelDataModule(images, config))
+    trainer.fit(module, datamodule=ClassDataModule(images, config))
     return {k: v.detach().clone() for k, v in module.net.state_dict().items()}
 
 
 def test_lightning_multistage_step_updates_like_the_direct_step(tmp_path):
-    from retrieval.data.labels import load_labelled_images
+    from retrieval.data.classes import load_labelled_images
 
     write_class_folders(tmp_path / "classes")
     images = load_labelled_images("folders", tmp_path / "classes")

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from torch import nn
 
+from retrieval.data.epoch_tuples import EpochTuples
 from retrieval.data.formats import RetrievalBenchmark
-from retrieval.data.tuples import EpochTuples
 from retrieval.lightning.pictures import PICTURES, ValidationPictures, picture_path
 from retrieval.models.pooling import GeM
 from retrieval.viz import grids as viz

@@ -106,9 +106,7 @@ def test_unknown_choice_lists_valid_options():
         ("loss.margin=-0.5", "loss.margin"),
         ("pooling.args.p=0.5", "pooling.args.p"),
         ("backbone.weights=/no/such/weights.pth", "backbone.weights"),
-        ("data.nnum=0", "data.nnum"),
         ("data.positives=easiest", "data.positives"),
-        ("data.poolsize=3", "data.poolsize"),
     ],
 )
 def test_invalid_values_fail_at_start_up_naming_the_key(override, key):
