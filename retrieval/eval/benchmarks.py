@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,46 +22,44 @@ from retrieval.types import RetrievalBenchmark
 
 log = logging.getLogger(__name__)
 
-REVISITED = ("roxford5k", "rparis6k")
-OXFORD = ("oxford5k", "paris6k")
-BENCHMARKS = (
-    "synthetic-rox",
-    *REVISITED,
-    *(f"{n}+r1m" for n in REVISITED),
-    *OXFORD,
-    "ukbench",
-    "synthetic-ukbench",
-    "holidays",
-    "gldv2-public",
-    "gldv2-private",
-    "generic",
-)
+BenchmarkLoader = Callable[[Path], RetrievalBenchmark]
+
+
+def _synthetic_ukbench(root: Path) -> RetrievalBenchmark:
+    folder = formats.test_dir(root, "synthetic-ukbench")
+    return dataclasses.replace(formats.load_ukbench(folder), name="synthetic-ukbench")
+
+
+# name -> loader of the benchmark from a data root (the folder holding test/<name>); 1:1 with the
+# values of evaluate.py's `datasets` and train.py's `data.benchmark`. Add a benchmark here.
+BENCHMARKS: dict[str, BenchmarkLoader] = {
+    "synthetic-rox": partial(formats.load_revisitop, name="synthetic-rox"),
+    "roxford5k": partial(formats.load_revisitop, name="roxford5k"),
+    "rparis6k": partial(formats.load_revisitop, name="rparis6k"),
+    "roxford5k+r1m": partial(formats.load_revisitop, name="roxford5k", distractors=True),
+    "rparis6k+r1m": partial(formats.load_revisitop, name="rparis6k", distractors=True),
+    "oxford5k": partial(formats.load_oxford, name="oxford5k"),
+    "paris6k": partial(formats.load_oxford, name="paris6k"),
+    "ukbench": formats.load_ukbench,
+    "synthetic-ukbench": _synthetic_ukbench,
+    "holidays": formats.load_holidays,
+    "gldv2-public": partial(formats.load_gldv2, usage="public"),
+    "gldv2-private": partial(formats.load_gldv2, usage="private"),
+    "generic": formats.load_generic,  # its root is the folder holding groundtruth.csv
+}
 
 
 def load_benchmark(
     name: str, root: str | Path, generic_root: str | Path | None = None
 ) -> RetrievalBenchmark:
     """Load a benchmark by name from a data root (the folder holding test/<name>)."""
-    if name.endswith("+r1m"):
-        return formats.load_revisitop(root, name[: -len("+r1m")], distractors=True)
-    if name in REVISITED or name.startswith("synthetic-rox"):
-        return formats.load_revisitop(root, name)
-    if name in OXFORD:
-        return formats.load_oxford(root, name)
-    if name == "ukbench":
-        return formats.load_ukbench(root)
-    if name == "synthetic-ukbench":
-        folder = formats.test_dir(root, "synthetic-ukbench")
-        return dataclasses.replace(formats.load_ukbench(folder), name=name)
-    if name.startswith("gldv2-"):
-        return formats.load_gldv2(root, usage=name[len("gldv2-") :])
-    if name == "holidays":
-        return formats.load_holidays(root)
+    if name not in BENCHMARKS:
+        raise ValueError(f"Unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
     if name == "generic":
         if generic_root is None:
             raise ValueError("datasets=[generic] needs generic_root=FOLDER (with groundtruth.csv)")
-        return formats.load_generic(generic_root)
-    raise ValueError(f"Unknown benchmark {name!r}; valid: {', '.join(BENCHMARKS)}")
+        root = generic_root
+    return BENCHMARKS[name](Path(root))
 
 
 def leave_one_out_benchmark(name: str, paths: list[Path], labels: np.ndarray) -> RetrievalBenchmark:

@@ -177,3 +177,9 @@ def extract_options(cfg: DictConfig) -> dict[str, Any]:
         "compile": bool(node.get("compile", False)),
         "num_workers": int(node.get("num_workers", 0)),
     }
+
+
+def worlds_dir(cfg: DictConfig) -> str | None:
+    """Where synthetic worlds live (`paths.worlds_dir`); None: the library's default."""
+    paths = cfg.get("paths")
+    return str(paths.worlds_dir) if paths is not None and paths.get("worlds_dir") else None

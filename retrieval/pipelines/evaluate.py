@@ -23,6 +23,7 @@ from retrieval.pipelines.config import (
     build_net_from_config,
     extract_options,
     validate_network_config,
+    worlds_dir,
 )
 from retrieval.pipelines.loggers import build_loggers, finish_loggers
 from retrieval.pipelines.report import markdown_table
@@ -47,7 +48,8 @@ def evaluation_root(cfg: DictConfig) -> Path:
         return Path(str(cfg.data_root)).expanduser()
     from retrieval.data.synthetic import SyntheticConfig, ensure_world
 
-    return ensure_world(None, SyntheticConfig(**OmegaConf.to_container(cfg.synthetic)))
+    config = SyntheticConfig(**OmegaConf.to_container(cfg.synthetic))
+    return ensure_world(None, config, base=worlds_dir(cfg))
 
 
 def whitening_postprocess(

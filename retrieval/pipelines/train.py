@@ -41,6 +41,7 @@ from retrieval.pipelines.config import (
     build_net_from_config,
     extract_options,
     validate_train_config,
+    worlds_dir,
 )
 from retrieval.pipelines.loggers import build_loggers, finish_loggers, hydra_overrides
 
@@ -59,7 +60,7 @@ def data_root(cfg: DictConfig) -> Path:
     from retrieval.data.synthetic import SyntheticConfig, ensure_world
 
     params = OmegaConf.to_container(cfg.data.synthetic, resolve=True)
-    return ensure_world(None, SyntheticConfig(**params))
+    return ensure_world(None, SyntheticConfig(**params), base=worlds_dir(cfg))
 
 
 def _sfm_source(split: formats.SfmSplit, sidecar: Path | None) -> TupleSource:
@@ -222,52 +223,21 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("channels_last"):
         net = net.to(memory_format=torch.channels_last)
     evaluator = make_evaluator(cfg, benchmark)
-    data = cfg.data
-    loss = OmegaConf.to_container(cfg.loss)
-    if data.kind == "classes" and data.get("clean"):  # drop images that disagree with their class
-        train_src = clean_labelled_images(
-            net,
-            train_src,
-            k=int(data.clean_k),
-            image_size=int(data.image_size),
-            batch_size=int(data.mining_batch_size),
-            device=trainer_device(cfg),
-            num_workers=int(data.num_workers),
-        )
-        write_labelled_csv(train_src, run_dir / "train_cleaned.csv")
-    if data.kind == "classes" and str(cfg.loss.name)[:1].isupper():
-        # pytorch-metric-learning classification losses (ArcFaceLoss...) size their head from these.
-        loss.setdefault("num_classes", len(train_src.classes))
-        loss.setdefault("embedding_size", net.out_dim)
+    if cfg.data.kind == "classes" and cfg.data.get("clean"):
+        train_src = _cleaned(cfg, net, train_src, run_dir)
     module = RetrievalModule(
         net,
-        loss=loss,
+        loss=_loss_arguments(cfg, net, train_src),
         optimizer=OmegaConf.to_container(cfg.optimizer),
         freeze_bn=bool(cfg.freeze_bn),
         seed=int(cfg.seed),
         evaluator=evaluator,
-        chunk_size=data.get("chunk_size"),
+        chunk_size=cfg.data.get("chunk_size"),
     )
-    if data.kind == "classes":
+    if cfg.data.kind == "classes":
         datamodule = _class_datamodule(cfg, train_src, val_src)
     else:
-        mining = MiningConfig(
-            qsize=int(data.qsize),
-            poolsize=int(data.poolsize),
-            nnum=int(data.nnum),
-            positives=str(data.positives),
-            positive_topk=int(data.positive_topk),
-            image_size=int(data.image_size),
-            batch_size=int(data.batch_size),
-            mining_batch_size=int(data.mining_batch_size),
-            num_workers=int(data.num_workers),
-            # Mining statistics use the contrastive form for losses without a margin (AP).
-            margin=float(cfg.loss.get("margin", 0.7)),
-            loss=str(cfg.loss.name) if cfg.loss.name == "triplet" else "contrastive",
-            seed=int(cfg.seed),
-            **mining_extract_options(cfg),
-        )
-        datamodule = TupleDataModule(train_src, mining, val_src, output_dir=run_dir)
+        datamodule = TupleDataModule(train_src, _mining_config(cfg), val_src, output_dir=run_dir)
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints",
         filename="best",
@@ -312,3 +282,48 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         text = json.dumps(results, indent=2, default=float)
         atomic_write(run_dir / "results.json", lambda handle: handle.write(text.encode()))
     return results
+
+
+def _cleaned(cfg: DictConfig, net: RetrievalNet, train_src: Any, run_dir: Path) -> Any:
+    """The training classes without the images that disagree with their class (data.clean)."""
+    data = cfg.data
+    cleaned = clean_labelled_images(
+        net,
+        train_src,
+        k=int(data.clean_k),
+        image_size=int(data.image_size),
+        batch_size=int(data.mining_batch_size),
+        device=trainer_device(cfg),
+        num_workers=int(data.num_workers),
+    )
+    write_labelled_csv(cleaned, run_dir / "train_cleaned.csv")
+    return cleaned
+
+
+def _loss_arguments(cfg: DictConfig, net: RetrievalNet, train_src: Any) -> dict[str, Any]:
+    loss = OmegaConf.to_container(cfg.loss)
+    if cfg.data.kind == "classes" and str(cfg.loss.name)[:1].isupper():
+        # pytorch-metric-learning classification losses (ArcFaceLoss...) size their head from these.
+        loss.setdefault("num_classes", len(train_src.classes))
+        loss.setdefault("embedding_size", net.out_dim)
+    return loss
+
+
+def _mining_config(cfg: DictConfig) -> MiningConfig:
+    data = cfg.data
+    return MiningConfig(
+        qsize=int(data.qsize),
+        poolsize=int(data.poolsize),
+        nnum=int(data.nnum),
+        positives=str(data.positives),
+        positive_topk=int(data.positive_topk),
+        image_size=int(data.image_size),
+        batch_size=int(data.batch_size),
+        mining_batch_size=int(data.mining_batch_size),
+        num_workers=int(data.num_workers),
+        # Mining statistics use the contrastive form for losses without a margin (AP).
+        margin=float(cfg.loss.get("margin", 0.7)),
+        loss=str(cfg.loss.name) if cfg.loss.name == "triplet" else "contrastive",
+        seed=int(cfg.seed),
+        **mining_extract_options(cfg),
+    )

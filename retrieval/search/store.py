@@ -313,63 +313,20 @@ def update_index(
     index_dir = Path(os.path.abspath(Path(index_dir).expanduser()))
     source = network_source(checkpoint, backbone, pooling)
     net = load_network(source)
-    record = network_record(net, source)
     settings = {
         "image_size": int(image_size),
         "scales": [float(s) for s in scales],
         "precision": precision,
     }
     found = scan_images(photos_dir, exclude=index_dir)
-    if IndexStore.exists(index_dir):
-        store = IndexStore.load(index_dir)
-        store.check_network(record)
-        if store.settings != settings:
-            raise SearchError(
-                f"the index {index_dir} was extracted with {store.settings}, not {settings}; "
-                "pass the same --image-size/--scales/--precision, or use another --out folder"
-            )
-    else:
-        empty = np.zeros((0, int(net.meta["out_dim"])), dtype=np.float32)
-        store = IndexStore(index_dir, record, settings, descriptors=empty)
+    store = _open_store(index_dir, net, network_record(net, source), settings)
     photos, store.photos = store.photos, os.path.abspath(Path(photos_dir).expanduser())
     if photos not in (None, store.photos):
         log.warning("the index %s held %s; it now mirrors %s", index_dir, photos, store.photos)
     report = UpdateReport()
-
-    # Keep the rows whose file is unchanged; the others are re-extracted or dropped.
-    keep = []
-    for row, entry in enumerate(store.images):
-        stat = found.get(entry["path"])
-        if stat == [entry["size"], entry["mtime_ns"]]:
-            keep.append(row)
-        elif stat is None:
-            report.removed.append(entry["path"])
-        else:
-            report.updated.append(entry["path"])
-    report.unchanged = len(keep)
-    known = {entry["path"] for entry in store.images}
-    store.images = [store.images[row] for row in keep]
-    store.descriptors = store.descriptors[keep]
-
-    # Unreadable files that have not changed since are not probed again.
-    old_skipped = {s["path"]: s for s in store.skipped}
-    store.skipped = []
-    todo: list[str] = []
-    dims: dict[str, tuple[int, int]] = {}
-    for path, stat in found.items():
-        if path in known and path not in report.updated:
-            continue
-        old = old_skipped.get(path)
-        if old is not None and [old["size"], old["mtime_ns"]] == stat:
-            store.skipped.append(old)
-            continue
-        try:
-            dims[path] = probe_image(path, int(image_size))
-            todo.append(path)
-        # PIL signals broken files with many exception types (OSError, SyntaxError, ...).
-        except Exception as err:
-            store.skipped.append(_skipped(path, stat, f"{type(err).__name__}: {err}"))
-            log.warning("skipping unreadable image %s (%s)", path, err)
+    known = _keep_unchanged(store, found, report)
+    old_skipped = list(store.skipped)
+    todo, dims = _images_to_extract(store, found, known, report, int(image_size))
 
     options = dict(
         max_side=int(image_size),
@@ -384,7 +341,7 @@ def update_index(
         report.removed
         or report.updated
         or store.generation == 0
-        or store.skipped != list(old_skipped.values())
+        or store.skipped != old_skipped
         or store.photos != photos
     ):
         chunks = [[]]  # nothing to extract, but the index changed: commit it
@@ -403,6 +360,74 @@ def update_index(
     report.skipped = [{"path": s["path"], "error": s["error"]} for s in store.skipped]
     report.total = len(store.images)
     return report
+
+
+def _open_store(
+    index_dir: Path, net: RetrievalNet, record: dict[str, Any], settings: dict[str, Any]
+) -> IndexStore:
+    """The existing index (made by the same network and settings), or a new empty one."""
+    if not IndexStore.exists(index_dir):
+        empty = np.zeros((0, int(net.meta["out_dim"])), dtype=np.float32)
+        return IndexStore(index_dir, record, settings, descriptors=empty)
+    store = IndexStore.load(index_dir)
+    store.check_network(record)
+    if store.settings != settings:
+        raise SearchError(
+            f"the index {index_dir} was extracted with {store.settings}, not {settings}; "
+            "pass the same --image-size/--scales/--precision, or use another --out folder"
+        )
+    return store
+
+
+def _keep_unchanged(store: IndexStore, found: dict[str, list[int]], report: UpdateReport) -> set:
+    """Keep the rows whose file is unchanged; the others are re-extracted or dropped.
+
+    Returns the paths the index held before."""
+    keep = []
+    for row, entry in enumerate(store.images):
+        stat = found.get(entry["path"])
+        if stat == [entry["size"], entry["mtime_ns"]]:
+            keep.append(row)
+        elif stat is None:
+            report.removed.append(entry["path"])
+        else:
+            report.updated.append(entry["path"])
+    report.unchanged = len(keep)
+    known = {entry["path"] for entry in store.images}
+    store.images = [store.images[row] for row in keep]
+    store.descriptors = store.descriptors[keep]
+    return known
+
+
+def _images_to_extract(
+    store: IndexStore,
+    found: dict[str, list[int]],
+    known: set,
+    report: UpdateReport,
+    max_side: int,
+) -> tuple[list[str], dict[str, tuple[int, int]]]:
+    """New or changed images that open, with their prepared sizes; the others are skipped.
+
+    Unreadable files that have not changed since are not probed again."""
+    old_skipped = {s["path"]: s for s in store.skipped}
+    store.skipped = []
+    todo: list[str] = []
+    dims: dict[str, tuple[int, int]] = {}
+    for path, stat in found.items():
+        if path in known and path not in report.updated:
+            continue
+        old = old_skipped.get(path)
+        if old is not None and [old["size"], old["mtime_ns"]] == stat:
+            store.skipped.append(old)
+            continue
+        try:
+            dims[path] = probe_image(path, max_side)
+            todo.append(path)
+        # PIL signals broken files with many exception types (OSError, SyntaxError, ...).
+        except Exception as err:
+            store.skipped.append(_skipped(path, stat, f"{type(err).__name__}: {err}"))
+            log.warning("skipping unreadable image %s (%s)", path, err)
+    return todo, dims
 
 
 def _entry(path: str, stat: list[int], dims: tuple[int, int]) -> dict[str, Any]:
