@@ -34,6 +34,16 @@ def freeze_batchnorm(module: nn.Module) -> None:
             m.eval()
 
 
+# optimizer.name -> (parameter groups, learning rate, optimizer config) -> optimizer; 1:1 with
+# conf/optimizer/*.yaml.
+OPTIMIZERS: dict[str, Callable[[list[dict], float, dict[str, Any]], torch.optim.Optimizer]] = {
+    "adam": lambda groups, lr, cfg: torch.optim.Adam(groups, lr=lr),
+    "sgd": lambda groups, lr, cfg: torch.optim.SGD(
+        groups, lr=lr, momentum=float(cfg.get("momentum", 0.9))
+    ),
+}
+
+
 class RetrievalModule(pl.LightningModule):
     """Fine-tunes a RetrievalNet on (query, positive, negatives...) tuples."""
 
@@ -195,12 +205,9 @@ class RetrievalModule(pl.LightningModule):
         groups = [{"params": other_params, "lr": lr, "weight_decay": wd, "name": "net"}]
         groups += pooling.param_groups(lr, float(cfg.get("pooling_lr_mult", 10.0)))
         name = cfg["name"]
-        if name == "adam":
-            optimizer = torch.optim.Adam(groups, lr=lr)
-        elif name == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=lr, momentum=float(cfg.get("momentum", 0.9)))
-        else:
-            raise ValueError(f"Unknown optimizer.name={name!r}; valid: adam, sgd")
+        if name not in OPTIMIZERS:
+            raise ValueError(f"Unknown optimizer.name={name!r}; valid: {', '.join(OPTIMIZERS)}")
+        optimizer = OPTIMIZERS[name](groups, lr, cfg)
         gamma = math.exp(-float(cfg.get("lr_decay", 0.0)))
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
         return {

@@ -1,4 +1,4 @@
-"""The training job: data sources from the config, the module, the trainer, before/after figures."""
+"""The training job: the module, its data, the trainer and the before/after figures."""
 
 from __future__ import annotations
 
@@ -18,14 +18,10 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 
 from retrieval.atomic import atomic_write
 from retrieval.checkpoint import save_checkpoint
-from retrieval.data import formats
-from retrieval.data.classes import label_splits, write_labelled_csv
-from retrieval.data.labels import sfm_db_from_labels
+from retrieval.data.classes import write_labelled_csv
 from retrieval.eval.benchmarks import (
     ExtractionSettings,
     extract_benchmark,
-    leave_one_out_benchmark,
-    load_benchmark,
     score_ranks,
 )
 from retrieval.index import search
@@ -33,102 +29,18 @@ from retrieval.lightning.callbacks import AtomicCheckpointIO
 from retrieval.lightning.class_datamodule import ClassBatchConfig, ClassDataModule
 from retrieval.lightning.module import RetrievalModule
 from retrieval.lightning.pictures import ValidationPictures
-from retrieval.lightning.tuple_datamodule import MiningConfig, TupleDataModule, TupleSource
+from retrieval.lightning.tuple_datamodule import MiningConfig, TupleDataModule
 from retrieval.models.net import RetrievalNet
 from retrieval.pipelines.clean import clean_labelled_images
 from retrieval.pipelines.config import (
-    ConfigError,
     build_net_from_config,
     extract_options,
     validate_train_config,
-    worlds_dir,
 )
 from retrieval.pipelines.loggers import build_loggers, finish_loggers, hydra_overrides
+from retrieval.pipelines.sources import build_sources
 
 log = logging.getLogger(__name__)
-
-
-def data_root(cfg: DictConfig) -> Path:
-    """The dataset root: the configured one, or the (generated or cached) synthetic world."""
-    if cfg.data.get("root"):
-        return Path(str(cfg.data.root)).expanduser()
-    if cfg.data.get("synthetic") is None:  # real data, and no root given
-        raise ConfigError(
-            f"data.root is not set: {cfg.data.name} needs the folder that holds it, e.g. "
-            "python train.py data=... data.root=/data (or paths.data_root=/data for both jobs)"
-        )
-    from retrieval.data.synthetic import SyntheticConfig, ensure_world
-
-    params = OmegaConf.to_container(cfg.data.synthetic, resolve=True)
-    return ensure_world(None, SyntheticConfig(**params), base=worlds_dir(cfg))
-
-
-def _sfm_source(split: formats.SfmSplit, sidecar: Path | None) -> TupleSource:
-    candidates = None
-    if sidecar is not None:  # its existence is checked at start-up, in build_sources
-        candidates = formats.read_positives_sidecar(sidecar, len(split.cids)).to_lists()
-    return TupleSource(
-        list(split.image_paths),
-        np.asarray(split.cluster),
-        np.asarray(split.qidxs),
-        np.asarray(split.pidxs),
-        candidates,
-    )
-
-
-def _label_source(paths: list[Path], labels: np.ndarray, seed: int) -> TupleSource:
-    db = sfm_db_from_labels(labels, seed=seed)
-    return TupleSource(
-        paths,
-        np.asarray(db["cluster"]),
-        np.asarray(db["qidxs"]),
-        np.asarray(db["pidxs"]),
-        db.get("candidates"),
-    )
-
-
-def build_sources(cfg: DictConfig) -> tuple[TupleSource, TupleSource | None, Any]:
-    """Training and validation tuple sources, and the validation benchmark."""
-    root, data = data_root(cfg), cfg.data
-    if data.kind == "sfm":
-        splits = formats.load_sfm_db(root, data.name)
-        sidecar = formats.sfm_dir(root, data.name) / f"{data.name}-positives.npz"
-        if data.positives != "fixed" and not sidecar.is_file():
-            raise FileNotFoundError(
-                f"data.positives={data.positives} needs the positives sidecar {sidecar} (shared "
-                "3D points per image pair); use data.positives=fixed without it."
-            )
-        train = _sfm_source(splits["train"], sidecar if data.positives != "fixed" else None)
-        val = _sfm_source(splits["val"], None) if "val" in splits else None
-        benchmark = load_benchmark(data.benchmark, root)
-        return train, val, benchmark
-    if data.kind == "labels":
-        paths, labels = formats.read_labelled_images(root)
-        n_train = int(data.get("train_classes") or (labels.max() + 1) // 2)
-        is_train = labels < n_train
-        train_paths = [p for p, t in zip(paths, is_train, strict=True) if t]
-        test_paths = [p for p, t in zip(paths, is_train, strict=True) if not t]
-        train = _label_source(train_paths, labels[is_train], cfg.seed)
-        val = _label_source(test_paths, labels[~is_train], cfg.seed)
-        benchmark = leave_one_out_benchmark(f"{data.name}-test", test_paths, labels[~is_train])
-        return train, val, benchmark
-    if data.kind == "classes":  # labelled images, trained with m x k label batches
-        train, val = label_splits(
-            data.format,
-            root,
-            data.get("csv"),
-            data.get("images"),
-            data.missing,
-            data.get("val_sfm"),
-            data.get("val_classes") or 0,
-            int(cfg.seed),
-        )
-        if data.get("benchmark"):
-            benchmark = load_benchmark(data.benchmark, root)
-        else:  # leave-one-out over the held-out classes
-            benchmark = leave_one_out_benchmark(f"{data.name}-val", val.paths, val.labels)
-        return train, val, benchmark
-    raise ValueError(f"Unknown data.kind={data.kind!r}; valid: sfm, labels, classes")
 
 
 class BenchmarkEvaluator:

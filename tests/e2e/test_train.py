@@ -142,7 +142,7 @@ def test_geometry_aware_positives_come_from_the_sidecar(
     tmp_path, strategy, train_job, train_config
 ):
     from retrieval.data import formats
-    from retrieval.pipelines.train import data_root
+    from retrieval.pipelines.sources import data_root
 
     train_job(tmp_path, f"data.positives={strategy}", "trainer.max_epochs=1")
     cfg = train_config("debug=tiny")
