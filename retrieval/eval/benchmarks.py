@@ -15,7 +15,8 @@ import torch
 
 from retrieval.data import formats
 from retrieval.eval import metrics
-from retrieval.extraction.extract import cached_extract, extract_descriptors, extraction_key
+from retrieval.extraction.cache import cached_extract, extraction_key
+from retrieval.extraction.extract import extract_descriptors
 from retrieval.extraction.inference import resolve_precision
 from retrieval.index import search
 from retrieval.types import RetrievalBenchmark

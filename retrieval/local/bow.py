@@ -26,7 +26,7 @@ import numpy as np
 
 from retrieval.atomic import atomic_write
 from retrieval.eval.benchmarks import ExtractionSettings, score_ranks
-from retrieval.extraction.extract import cache_key_hash, extraction_key
+from retrieval.extraction.cache import cache_key_hash, extraction_key
 from retrieval.local.features import iter_feature_maps, local_descriptors
 from retrieval.models.net import RetrievalNet, build_net
 from retrieval.types import RetrievalBenchmark

@@ -14,7 +14,8 @@ from retrieval.checkpoint import load_checkpoint
 from retrieval.data import formats
 from retrieval.eval.benchmarks import ExtractionSettings, evaluate_net, load_benchmark
 from retrieval.eval.postprocess import alpha_query_expansion, database_augmentation
-from retrieval.extraction.extract import cached_extract, extract_descriptors, extraction_key
+from retrieval.extraction.cache import cached_extract, extraction_key
+from retrieval.extraction.extract import extract_descriptors
 from retrieval.extraction.inference import resolve_device
 from retrieval.models.net import RetrievalNet
 from retrieval.models.whitening import apply_whitening, learn_whitening, pca_whitening

@@ -30,7 +30,8 @@ from PIL import Image
 from retrieval.atomic import atomic_write
 from retrieval.checkpoint import load_checkpoint
 from retrieval.data.formats import IMAGE_SUFFIXES
-from retrieval.extraction.extract import extract_descriptors, network_fingerprint
+from retrieval.extraction.cache import network_fingerprint
+from retrieval.extraction.extract import extract_descriptors
 from retrieval.index import build_index
 from retrieval.models.net import RetrievalNet, build_net
 

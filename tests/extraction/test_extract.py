@@ -1,4 +1,4 @@
-"""Descriptor extraction: batching, multi-scale, query boxes, precision, sharding and the cache."""
+"""Descriptor extraction: batching, multi-scale, query boxes, precision and sharding."""
 
 from __future__ import annotations
 
@@ -15,13 +15,10 @@ from PIL import Image
 from retrieval.data.transforms import pad_batch, prepare_image
 from retrieval.extraction.extract import (
     bucket_batches,
-    cached_extract,
     extract_descriptors,
     extract_distributed,
-    extraction_key,
     merge_shards,
     multiscale_power,
-    network_fingerprint,
     padded_batches,
     prepared_size,
     shard_range,
@@ -244,55 +241,6 @@ def test_extract_distributed_single_process_group(images, net, tmp_path):
     finally:
         dist.destroy_process_group()
     np.testing.assert_allclose(out, _one_by_one(net, images[:3]), atol=1e-5)
-
-
-def test_cache_hit_skips_work_and_changed_key_recomputes(tmp_path):
-    calls = []
-
-    def compute(value: float):
-        def fn():
-            calls.append(value)
-            return np.full((3, 4), value, dtype=np.float32)
-
-        return fn
-
-    key = {"net": "abc", "dataset": "roxford5k", "scales": [1.0, 0.5], "max_side": 1024}
-    first = cached_extract(tmp_path, key, compute(1.0))
-    second = cached_extract(tmp_path, dict(key), compute(2.0))
-    assert calls == [1.0]
-    np.testing.assert_array_equal(second, first)
-    changed = cached_extract(tmp_path, {**key, "max_side": 512}, compute(3.0))
-    assert calls == [1.0, 3.0] and changed[0, 0] == 3.0
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".json", ".npy", ".npy"]
-
-
-def test_corrupt_cache_file_is_recomputed(tmp_path):
-    key = {"dataset": "toy"}
-    cached_extract(tmp_path, key, lambda: np.ones((2, 2), dtype=np.float32))
-    next(tmp_path.glob("*.npy")).write_bytes(b"not an npy file")
-    out = cached_extract(tmp_path, key, lambda: np.zeros((2, 2), dtype=np.float32))
-    np.testing.assert_array_equal(out, np.zeros((2, 2)))
-    np.testing.assert_array_equal(np.load(next(tmp_path.glob("*.npy"))), np.zeros((2, 2)))
-
-
-def test_network_fingerprint_tracks_weights(net):
-    twin = copy.deepcopy(net)
-    assert network_fingerprint(twin) == network_fingerprint(net)
-    with torch.no_grad():
-        twin.pooling.p.add_(0.1)
-    assert network_fingerprint(twin) != network_fingerprint(net)
-
-
-def test_extraction_key_changes_with_settings(images, net):
-    base = extraction_key(net, "toy", images, max_side=64, scales=(1.0,), precision="fp32")
-    assert base == extraction_key(net, "toy", images, max_side=64, scales=[1.0], precision="fp32")
-    reordered = extraction_key(
-        net, "toy", images[::-1], max_side=64, scales=(1.0,), precision="fp32"
-    )
-    assert reordered != base
-    assert base != extraction_key(net, "toy", images, max_side=64, scales=(1.0,), precision="bf16")
-    boxed = extraction_key(net, "toy", images, boxes=[(0, 0, 5, 5)] + [None] * 7, max_side=64)
-    assert boxed["images"] != base["images"]
 
 
 def test_extraction_keeps_frozen_batchnorm_frozen(images):
