@@ -31,13 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from retrieval.data import transforms
-from retrieval.data.transforms import normalize_pixels, pad_batch, prepare_pixels
+from retrieval.data.transforms import normalize_pixels, open_image, pad_batch, prepare_pixels
 from retrieval.extraction.inference import PRECISIONS, prepared, resolve_precision
 from retrieval.extraction.quantize import CALIBRATION_IMAGES
 from retrieval.types import Box
@@ -107,11 +106,9 @@ def load_batches(
 
 def prepared_size(path: str | Path, max_side: int, box: Box | None = None) -> tuple[int, int]:
     """(H, W) that `prepare_image` will produce, read from the image header without decoding."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Image not found: {path}. Check data.root and the dataset layout.")
-    with Image.open(path) as img:
-        return transforms.prepared_size(img.size, max_side, box)
+    with open_image(path) as img:  # a missing, non-image or oversized file is named
+        size = img.size
+    return transforms.prepared_size(size, max_side, box)
 
 
 def prepared_sizes(

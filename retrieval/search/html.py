@@ -12,6 +12,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from retrieval.atomic import atomic_write
+from retrieval.data.transforms import to_rgb
 from retrieval.search.engine import Hit
 from retrieval.types import Box
 
@@ -39,7 +40,7 @@ def thumbnail_uri(path: str | Path, side: int = THUMB_SIDE, box: Box | None = No
         with Image.open(path) as img:
             full_width = img.width
             img.draft("RGB", (side, side))  # JPEG: decode at a reduced scale, much faster
-            thumb = img.convert("RGB")
+            thumb = to_rgb(img)  # 16-bit and float photos scaled, not clipped to white
     except (OSError, ValueError, SyntaxError) as err:
         log.warning("no thumbnail for %s (%s)", path, err)
         return None

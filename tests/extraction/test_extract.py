@@ -260,3 +260,27 @@ def test_threaded_loading_keeps_order_and_values(images, net):
         net, images, MAX_SIDE, batch_size=2, num_workers=3, progress=False
     )
     np.testing.assert_array_equal(threaded, sequential)
+
+
+def test_bad_image_files_are_named_on_the_extraction_path(images, net, tmp_path, monkeypatch):
+    empty, text = tmp_path / "empty.jpg", tmp_path / "notes.png"
+    empty.write_bytes(b"")
+    text.write_text("not an image")
+    for bad in (empty, text):
+        with pytest.raises(ValueError, match=rf"Corrupt or unreadable image: .*{bad.name}.*remove"):
+            extract_descriptors(net, [images[0], bad], MAX_SIDE, progress=False)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3100)  # 96 x 72 > 2 x 3100: a "bomb"
+    with pytest.raises(ValueError, match=r"too large.*img4\.png.*MAX_IMAGE_PIXELS"):
+        extract_descriptors(net, [images[0], images[4]], MAX_SIDE, progress=False)
+
+
+def test_ground_truth_box_beyond_the_image_is_clipped(images, net):
+    # A 12000 px box on the 64 x 48 image: the whole image, not a 12000 x 12000 black canvas.
+    assert prepared_size(images[0], MAX_SIDE, (0, 0, 12000, 12000)) == (48, 64)
+    boxed = extract_descriptors(
+        net, [images[0]], MAX_SIDE, boxes=[(0, 0, 12000, 12000)], progress=False
+    )
+    whole = extract_descriptors(net, [images[0]], MAX_SIDE, progress=False)
+    np.testing.assert_allclose(boxed, whole, atol=1e-6)
+    with pytest.raises(ValueError, match="outside the 64 x 48 image"):
+        extract_descriptors(net, [images[0]], MAX_SIDE, boxes=[(100, 0, 200, 9)], progress=False)
