@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+from collections.abc import Callable
+from functools import cache, partial
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +20,12 @@ from retrieval.eval.postprocess import alpha_query_expansion, database_augmentat
 from retrieval.extraction.cache import cached_extract, extraction_key
 from retrieval.extraction.extract import extract_descriptors
 from retrieval.extraction.inference import resolve_device
+from retrieval.index import INDEX_TYPES
 from retrieval.models.net import RetrievalNet
 from retrieval.models.whitening import apply_whitening, learn_whitening, pca_whitening
 from retrieval.pipelines.bow_pixel import bow_results, learn_bow_vocabulary, pixel_results
 from retrieval.pipelines.config import (
+    ConfigError,
     build_net_from_config,
     extract_options,
     validate_network_config,
@@ -33,6 +38,49 @@ from retrieval.viz.grids import benchmark_grid
 log = logging.getLogger(__name__)
 
 WHITENINGS = (None, "learned", "pca")
+
+
+def validate_evaluate_config(cfg: DictConfig) -> None:
+    """Check every evaluate.yaml value that would otherwise fail late or silently."""
+    for key, example in (("image_size", 1024), ("batch_size", 16)):
+        _check(cfg, key, partial(_is_int, minimum=1), f"a positive integer (e.g. {example})")
+    _check(cfg, "topk", _is_null_or_positive_int, "null (the full ranking) or > 0 (e.g. 100)")
+    for key in ("qe_k", "dba_k"):
+        _check(cfg, key, partial(_is_int, minimum=0), "0 (off) or a positive integer (e.g. 2)")
+    _check(cfg, "qe_alpha", lambda v: _is_number(v) and v >= 0, "a number >= 0 (e.g. 3.0)")
+    _check(
+        cfg,
+        "scales",
+        lambda v: len(v) > 0 and all(_is_number(s) and s > 0 for s in v),
+        "a non-empty list of positive factors (e.g. [1.0, 0.7071, 0.5])",
+    )
+    _check(cfg, "index", lambda v: v in INDEX_TYPES, f"one of {', '.join(INDEX_TYPES)}")
+    _check(cfg, "whitening", lambda v: v in WHITENINGS, "null, learned or pca")
+    _check(cfg, "whitening_dim", _is_null_or_positive_int, "null (all) or > 0 (e.g. 512)")
+
+
+def _check(cfg: DictConfig, key: str, valid: Callable[[Any], bool], rule: str) -> None:
+    """Raise a ConfigError naming `key` and a valid value unless `valid(cfg[key])`."""
+    value = cfg.get(key)
+    try:
+        ok = bool(valid(value))
+    except TypeError:  # e.g. scales=3: not a list
+        ok = False
+    if not ok:
+        raise ConfigError(f"Invalid config `{key}`: must be {rule}, got {value!r}.")
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_null_or_positive_int(value: Any) -> bool:
+    return value is None or _is_int(value, 1)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a bool, not a string)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def load_network(cfg: DictConfig) -> RetrievalNet:
@@ -53,10 +101,15 @@ def evaluation_root(cfg: DictConfig) -> Path:
     return ensure_world(None, config, base=worlds_dir(cfg))
 
 
+def benchmark_root(name: str, root: Callable[[], Path]) -> Path:
+    """The data root a benchmark reads; generic reads generic_root instead, so none is made."""
+    return Path() if name == "generic" else root()
+
+
 def whitening_postprocess(
     cfg: DictConfig,
     net: RetrievalNet,
-    root: Path,
+    data_root: Callable[[], Path],
     settings: ExtractionSettings,
     cache_dir: Path | None,
 ) -> Any:
@@ -66,6 +119,7 @@ def whitening_postprocess(
         raise ValueError(f"Invalid config `whitening`: {kind!r}; valid: null, learned, pca")
     if kind is None:
         return None
+    root = data_root()
     name = str(cfg.get("whitening_data") or _default_whitening_data(root))
     pairs = formats.read_whiten_pairs(formats.sfm_whiten_path(root, name))
     options = settings.key_options()
@@ -121,11 +175,7 @@ def _default_whitening_data(root: Path) -> str:
 
 def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
     """Evaluate on every configured benchmark; write results.json and the ranks."""
-    net = load_network(cfg)
-    root = evaluation_root(cfg)
-    output_dir = Path(str(cfg.output_dir))
-    output_dir.mkdir(parents=True, exist_ok=True)
-    cache_dir = Path(str(cfg.cache_dir)) / "descriptors" if cfg.get("cache_dir") else None
+    validate_evaluate_config(cfg)
     settings = ExtractionSettings(
         image_size=int(cfg.image_size),
         scales=tuple(float(s) for s in cfg.scales),
@@ -133,6 +183,12 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
         device=resolve_device(str(cfg.device)),
         **extract_options(cfg),
     )
+    net = load_network(cfg)
+    # The synthetic world takes minutes to generate: only when a dataset reads the data root.
+    root = cache(partial(evaluation_root, cfg))
+    output_dir = Path(str(cfg.output_dir))
+    output_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir = Path(str(cfg.cache_dir)) / "descriptors" if cfg.get("cache_dir") else None
     whiten = whitening_postprocess(cfg, net, root, settings, cache_dir)
 
     def postprocess(database: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,7 +199,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     vocabulary = None
     for name in cfg.datasets:
-        benchmark = load_benchmark(str(name), root, cfg.get("generic_root"))
+        name = str(name)
+        benchmark = load_benchmark(name, benchmark_root(name, root), cfg.get("generic_root"))
         figures, ranks = evaluate_net(
             net,
             benchmark,
@@ -163,13 +220,13 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
         results[benchmark.name] = figures
         if cfg.get("bow"):  # BoW over the same backbone's local features, learned once
             vocabulary = vocabulary or learn_bow_vocabulary(
-                cfg, net, root, benchmark.images, settings, cache_dir, output_dir
+                cfg, net, root(), benchmark.images, settings, cache_dir, output_dir
             )
             results.update(bow_results(cfg, net, benchmark, *vocabulary, settings, cache_dir))
         masks = None
         if cfg.get("pixel") and benchmark.protocol == "revisited":
             results[f"{benchmark.name}/pixel"], masks = pixel_results(
-                cfg, net, benchmark, ranks, figures, root, settings
+                cfg, net, benchmark, ranks, figures, root(), settings
             )
         np.save(output_dir / f"ranks_{benchmark.name}.npy", ranks)
         if cfg.get("grid_queries"):
