@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from retrieval.checkpoint import LIGHTNING_META_KEY, load_checkpoint, save_checkpoint
+from retrieval.checkpoint import (
+    LIGHTNING_META_KEY,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from retrieval.models.net import build_net
 
 
@@ -52,3 +57,40 @@ def test_lightning_checkpoint_loads_the_net_it_holds(net, tmp_path):
     loaded = load_checkpoint(path).eval()
     x = torch.rand(2, 3, 64, 64)
     torch.testing.assert_close(loaded(x), net(x))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("empty", "is empty or truncated"),
+        ("truncated", "is empty or truncated"),
+        ("cut_tail", "is empty or truncated"),
+        ("text", "is not a PyTorch checkpoint"),
+    ],
+)
+def test_damaged_checkpoint_is_named_with_a_fix(net, tmp_path, damage, message):
+    path = save_checkpoint(tmp_path / "model.pt", net)
+    whole = path.read_bytes()
+    cuts = {"empty": b"", "truncated": whole[:500], "cut_tail": whole[:-10], "text": b"hello" * 9}
+    path.write_bytes(cuts[damage])
+    with pytest.raises(CheckpointError, match=f"checkpoint {path} {message}"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_with_pickled_code_is_refused_whatever_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    marker, path = tmp_path / "pwned", tmp_path / "model.pt"
+    torch.save({"meta": {}, "state_dict": {}, "x": Payload(marker)}, path)
+    with pytest.raises(CheckpointError, match=f"{path} holds pickled objects"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+class Payload:
+    """Unpickling this runs code: it writes a marker file."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))

@@ -85,6 +85,7 @@ class TupleDataModule(pl.LightningDataModule):
         self.config = config
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.last_statistics: dict[str, float] = {}
+        self._mined: dict[str, EpochTuples] = {}
         for split, source in self.sources.items():
             if source is not None:
                 validate_mining_setup(
@@ -185,13 +186,21 @@ class TupleDataModule(pl.LightningDataModule):
         if self.output_dir is not None and rank_zero:
             tuples.save(self.output_dir / "tuples" / f"{split}_epoch{tuples.epoch:03d}.npz")
 
-    def _dataloader(self, split: str) -> DataLoader:
+    def _epoch_tuples(self, split: str) -> EpochTuples:
+        """The tuples of the epoch about to run; training tuples are mined once per epoch."""
         trainer = self.trainer
-        module = trainer.lightning_module
-        epoch = trainer.current_epoch
-        tuples = self.mine(module.net, epoch, split)
+        epoch = _epoch_to_run(trainer) if split == "train" else trainer.current_epoch
+        cached = self._mined.get(split)
+        if split == "train" and cached is not None and cached.epoch == epoch:
+            return cached  # a resumed run asks for the first epoch's loader twice
+        self._mined[split] = self.mine(trainer.lightning_module.net, epoch, split)
         for logger in trainer.loggers:
             logger.log_metrics(self.last_statistics, step=trainer.global_step)
+        return self._mined[split]
+
+    def _dataloader(self, split: str) -> DataLoader:
+        module = self.trainer.lightning_module
+        tuples = self._epoch_tuples(split)
         source = self.sources[split]
         mean, std = module.net.meta["mean"], module.net.meta["std"]
         dataset = TupleDataset(source.paths, tuples, self.config.image_size, mean, std)
@@ -201,7 +210,7 @@ class TupleDataModule(pl.LightningDataModule):
             shuffle=split == "train",
             collate_fn=collate_tuples,
             num_workers=self.config.num_workers,
-            generator=torch.Generator().manual_seed(self.config.seed + epoch),
+            generator=torch.Generator().manual_seed(self.config.seed + tuples.epoch),
             persistent_workers=False,
         )
 
@@ -210,6 +219,16 @@ class TupleDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader | list:
         return self._dataloader("val") if self.sources["val"] is not None else []
+
+
+def _epoch_to_run(trainer: Any) -> int:
+    """The training epoch about to run. Resuming, Lightning asks for the loader (FitLoop.run:
+    setup_data) before it moves current_epoch past the checkpoint's finished epoch (on_run_start:
+    completed = processed); `processed` already counts it."""
+    fit_loop = getattr(trainer, "fit_loop", None)
+    if fit_loop is None:
+        return int(trainer.current_epoch)
+    return max(int(trainer.current_epoch), int(fit_loop.epoch_progress.current.processed))
 
 
 class _DescriptorLookup:

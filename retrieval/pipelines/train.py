@@ -14,7 +14,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.callbacks import LearningRateMonitor
 
 from retrieval.atomic import atomic_write
 from retrieval.checkpoint import save_checkpoint
@@ -25,7 +25,7 @@ from retrieval.eval.benchmarks import (
     score_ranks,
 )
 from retrieval.index import search
-from retrieval.lightning.callbacks import AtomicCheckpointIO
+from retrieval.lightning.callbacks import AtomicCheckpointIO, checkpoint_callbacks
 from retrieval.lightning.class_datamodule import ClassBatchConfig, ClassDataModule
 from retrieval.lightning.module import RetrievalModule
 from retrieval.lightning.pictures import ValidationPictures
@@ -150,14 +150,9 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         datamodule = _class_datamodule(cfg, train_src, val_src)
     else:
         datamodule = TupleDataModule(train_src, _mining_config(cfg), val_src, output_dir=run_dir)
-    checkpoints = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename="best",
-        monitor="val/M/mAP" if benchmark.protocol == "revisited" else "val/mAP",
-        mode="max",
-        save_last=True,
-    )
-    callbacks = [checkpoints]
+    monitor = "val/M/mAP" if benchmark.protocol == "revisited" else "val/mAP"
+    best, last = checkpoint_callbacks(run_dir / "checkpoints", monitor)
+    callbacks: list[pl.Callback] = [best, last]
     pictures = pictures_callback(cfg, evaluator, run_dir)
     if pictures is not None:
         callbacks.append(pictures)
@@ -173,7 +168,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     )
     device = trainer.strategy.root_device  # evaluate where training runs
     before = evaluator(net.to(device)) if cfg.evaluate_before and cfg.ckpt_path is None else None
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # weights_only: resuming never unpickles code (AtomicCheckpointIO enforces it too).
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     after = evaluator(module.net.to(device))  # fit may have moved it back to the CPU
     model_path = None
     if trainer.is_global_zero:
@@ -186,7 +182,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
         "after": after,
         "run_dir": str(run_dir),
         "model": str(model_path) if model_path else None,
-        "best_checkpoint": checkpoints.best_model_path,
+        "best_checkpoint": best.best_model_path,
         "benchmark": benchmark.name,
         "overrides": hydra_overrides(),
     }
