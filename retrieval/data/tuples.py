@@ -213,6 +213,7 @@ def validate_mining_setup(
     qsize: int | None = None,
     candidates: Candidates | None = None,
     prefix: str = "data",
+    split_name: str = "training",
 ) -> None:
     """Check at start-up that an SfM split and the mining settings can produce tuples.
 
@@ -220,6 +221,7 @@ def validate_mining_setup(
     key (``{prefix}.nnum``, ``{prefix}.poolsize``, ``{prefix}.qsize``, split keys); logs a warning
     where ``qsize`` / ``poolsize`` exceed what the split holds (they are then clipped by
     :func:`sample_epoch`). ``candidates``, when given, must list a positive for every query.
+    Messages name the split (``split_name``: training or validation) that is too small.
     """
     num_images, clusters, qidxs = _split_arrays(split)
     if nnum < 1:
@@ -229,9 +231,9 @@ def validate_mining_setup(
     num_clusters = np.unique(clusters).size
     if num_clusters < nnum + 1:
         raise ValueError(
-            f"The split has {num_clusters} clusters but {prefix}.nnum={nnum} negatives from "
-            f"distinct clusters other than the query's need at least {nnum + 1}; lower "
-            f"{prefix}.nnum or use more training data."
+            f"The {split_name} split has {num_clusters} clusters but {prefix}.nnum={nnum} "
+            f"negatives from distinct clusters other than the query's need at least {nnum + 1}; "
+            f"lower {prefix}.nnum or use more {split_name} data."
         )
     if poolsize < nnum:
         raise ValueError(
@@ -240,17 +242,20 @@ def validate_mining_setup(
         )
     if poolsize > num_images:
         logger.warning(
-            "%s.poolsize=%d exceeds the %d training images; the pool will be all of them.",
+            "%s.poolsize=%d exceeds the %d %s images; the pool will be all of them.",
             prefix,
             poolsize,
             num_images,
+            split_name,
         )
     if qsize is not None and qsize > qidxs.size:
         logger.warning(
-            "%s.qsize=%d exceeds the %d query-positive pairs; every pair is used each epoch.",
+            "%s.qsize=%d exceeds the %d query-positive pairs of the %s split; every pair is used "
+            "each epoch.",
             prefix,
             qsize,
             qidxs.size,
+            split_name,
         )
     if candidates is not None:
         queries = np.unique(qidxs)
@@ -258,8 +263,9 @@ def validate_mining_setup(
         missing = queries[np.asarray(has_none, dtype=bool)].tolist()
         if missing:
             raise ValueError(
-                f"{len(missing)} queries have no candidate positives in the sidecar (e.g. images "
-                f"{missing[:5]}); regenerate the positives sidecar or use {prefix}.positives=fixed."
+                f"{len(missing)} {split_name} queries have no candidate positives in the sidecar "
+                f"(e.g. images {missing[:5]}); regenerate the positives sidecar or use "
+                f"{prefix}.positives=fixed."
             )
 
 

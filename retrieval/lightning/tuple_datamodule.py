@@ -94,6 +94,7 @@ class TupleDataModule(pl.LightningDataModule):
                     poolsize=config.poolsize,
                     qsize=config.qsize,
                     candidates=source.candidates if self.strategy(split) != "fixed" else None,
+                    split_name="training" if split == "train" else "validation",
                 )
 
     def strategy(self, split: str) -> str:

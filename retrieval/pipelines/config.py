@@ -20,6 +20,15 @@ def _check(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"Invalid config `{key}`: {message}")
 
 
+def _number(value: Any, key: str, kind: type = float) -> Any:
+    """`value` as a float (or int), or a ConfigError naming `key` (e.g. optimizer.lr=abc)."""
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        wanted = "an integer" if kind is int else "a number"
+        raise ConfigError(f"Invalid config `{key}`: {value!r} is not {wanted}.") from None
+
+
 def validate_network_config(cfg: DictConfig) -> None:
     """Check backbone weights and pooling arguments before anything is built."""
     weights = str(cfg.backbone.get("weights", "none"))
@@ -48,10 +57,14 @@ def validate_train_config(cfg: DictConfig) -> None:
     """Check every training value that would otherwise fail late or silently."""
     validate_network_config(cfg)
     validate_loss_config(cfg)
-    _check(float(cfg.optimizer.lr) > 0, "optimizer.lr", f"must be > 0, got {cfg.optimizer.lr}.")
+    validate_optimizer_config(cfg.optimizer)
     data = cfg.data
     chunk = data.get("chunk_size")
-    _check(chunk is None or int(chunk) > 0, "data.chunk_size", f"must be null or > 0, got {chunk}.")
+    _check(
+        chunk is None or _number(chunk, "data.chunk_size", int) > 0,
+        "data.chunk_size",
+        f"must be null or > 0, got {chunk}.",
+    )
     _check(
         chunk is None or cfg.trainer.get("gradient_clip_val") is None,
         "trainer.gradient_clip_val",
@@ -63,13 +76,22 @@ def validate_train_config(cfg: DictConfig) -> None:
         return
     # data.qsize, poolsize and nnum are checked where mining is set up (validate_mining_setup).
     for key in ("batch_size", "image_size"):
-        _check(int(data[key]) > 0, f"data.{key}", f"must be a positive integer, got {data[key]}.")
+        value = _number(data[key], f"data.{key}", int)
+        _check(value > 0, f"data.{key}", f"must be a positive integer, got {data[key]}.")
     valid_positives = ("fixed", "random_topk_inliers", "hardest")
     _check(
         data.positives in valid_positives,
         "data.positives",
         f"{data.positives!r} is not one of {', '.join(valid_positives)}.",
     )
+
+
+def validate_optimizer_config(optimizer: DictConfig) -> None:
+    """Every optimizer value but its name is a number (optimizer.lr=abc names the key); lr > 0."""
+    for key, value in optimizer.items():
+        if key != "name":
+            _number(value, f"optimizer.{key}")
+    _check(float(optimizer.lr) > 0, "optimizer.lr", f"must be > 0, got {optimizer.lr}.")
 
 
 def validate_loss_config(cfg: DictConfig) -> None:
@@ -85,7 +107,8 @@ def validate_loss_config(cfg: DictConfig) -> None:
         "class name (e.g. MultiSimilarityLoss).",
     )
     if "margin" in loss:
-        _check(float(loss.margin) > 0, "loss.margin", f"must be > 0, got {loss.margin}.")
+        margin = _number(loss.margin, "loss.margin")
+        _check(margin > 0, "loss.margin", f"must be > 0, got {loss.margin}.")
     if "num_bins" in loss:
         _check(int(loss.num_bins) >= 2, "loss.num_bins", f"must be >= 2, got {loss.num_bins}.")
     if "min_score" in loss or "max_score" in loss:

@@ -238,3 +238,16 @@ def test_dataloaders_save_the_epoch_tuples_and_val_mines_the_db_pairs(world, net
 def test_invalid_mining_values_fail_when_the_module_is_built(world, change, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         TupleDataModule(train_source(world), dataclasses.replace(MINING, **change))
+
+
+def test_mining_errors_and_warnings_name_the_split_too_small(world, caplog):
+    """8 training landmarks, 4 validation ones: nnum=4 needs 5 models, which validation lacks."""
+    with pytest.raises(ValueError, match=r"validation split has 4 clusters but data\.nnum=4"):
+        TupleDataModule(train_source(world), dataclasses.replace(MINING, nnum=4), val_source(world))
+    n_val = len(val_source(world).paths)
+    with caplog.at_level("WARNING", logger="retrieval.data.tuples"):
+        TupleDataModule(
+            train_source(world), dataclasses.replace(MINING, poolsize=n_val + 1), val_source(world)
+        )
+    assert f"exceeds the {n_val} validation images" in caplog.text
+    assert "training images" not in caplog.text

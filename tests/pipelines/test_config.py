@@ -107,6 +107,12 @@ def test_unknown_choice_lists_valid_options():
         ("pooling.args.p=0.5", "pooling.args.p"),
         ("backbone.weights=/no/such/weights.pth", "backbone.weights"),
         ("data.positives=easiest", "data.positives"),
+        ("optimizer.lr=abc", "optimizer.lr"),
+        ("optimizer.weight_decay=abc", "optimizer.weight_decay"),
+        ("optimizer.lr_decay=fast", "optimizer.lr_decay"),
+        ("loss.margin=wide", "loss.margin"),
+        ("data.batch_size=five", "data.batch_size"),
+        ("+data.chunk_size=big", "data.chunk_size"),
     ],
 )
 def test_invalid_values_fail_at_start_up_naming_the_key(override, key):
