@@ -31,6 +31,7 @@ from retrieval.pipelines.config import (
     validate_network_config,
     worlds_dir,
 )
+from retrieval.pipelines.known_keys import check_known_keys
 from retrieval.pipelines.loggers import build_loggers, finish_loggers
 from retrieval.pipelines.report import markdown_table
 from retrieval.viz.grids import benchmark_grid
@@ -42,6 +43,7 @@ WHITENINGS = (None, "learned", "pca")
 
 def validate_evaluate_config(cfg: DictConfig) -> None:
     """Check every evaluate.yaml value that would otherwise fail late or silently."""
+    check_known_keys(cfg, "evaluate")  # `+synthetic.seedd=3` would be silently ignored
     for key, example in (("image_size", 1024), ("batch_size", 16)):
         _check(cfg, key, partial(_is_int, minimum=1), f"a positive integer (e.g. {example})")
     _check(cfg, "topk", _is_null_or_positive_int, "null (the full ranking) or > 0 (e.g. 100)")

@@ -37,6 +37,7 @@ from retrieval.pipelines.config import (
     extract_options,
     validate_train_config,
 )
+from retrieval.pipelines.known_keys import check_known_keys
 from retrieval.pipelines.loggers import build_loggers, finish_loggers, hydra_overrides
 from retrieval.pipelines.sources import build_sources
 
@@ -127,6 +128,7 @@ def _class_datamodule(cfg: DictConfig, train_src: Any, val_src: Any) -> ClassDat
 
 def run_training(cfg: DictConfig) -> dict[str, Any]:
     """Train as configured; returns the validation figures before and after, and the run paths."""
+    check_known_keys(cfg, "train")
     validate_train_config(cfg)
     pl.seed_everything(int(cfg.seed), workers=True)
     run_dir = Path(str(cfg.run_dir))

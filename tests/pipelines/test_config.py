@@ -16,7 +16,9 @@ from retrieval.pipelines.config import (
     extract_options,
     validate_train_config,
 )
+from retrieval.pipelines.known_keys import check_known_keys
 from retrieval.pipelines.loggers import build_loggers
+from retrieval.pipelines.train import run_training
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
@@ -141,3 +143,45 @@ def test_extract_options_are_validated():
     assert extract_options(OmegaConf.create({"extract": {"precision": "int8"}}))["precision"]
     with pytest.raises(ConfigError, match="extract.compile.*int8.*set it to false"):
         extract_options(OmegaConf.create({"extract": {"precision": "int8", "compile": True}}))
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "closest"),
+    [
+        ("+data.nnumm=3", "data.nnumm", "data.nnum"),
+        ("+optimizer.lrr=0.1", "optimizer.lrr", "optimizer.lr"),
+        ("+backbone.weight=none", "backbone.weight", "backbone.weights"),
+        ("+data.synthetic.seedd=3", "data.synthetic.seedd", "data.synthetic.seed"),
+        ("+extract.precison=fp32", "extract.precison", "extract.precision"),
+        ("+paths.cachedir=/tmp", "paths.cachedir", "paths.cache_dir"),
+    ],
+)
+def test_a_key_added_with_plus_under_a_fixed_group_is_refused(override, key, closest):
+    """Hydra's advice for a typo (`+data.nnumm=3`) would add a key nothing reads."""
+    cfg = compose_train(override)
+    with pytest.raises(ConfigError, match=f"Unknown config key `{key}`.*did you mean `{closest}`"):
+        run_training(cfg)  # refused before any work
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["loss=pml", "loss.name=TripletMarginLoss", "+loss.margin=0.1"],  # pml constructor args
+        ["+data.chunk_size=4"],  # a data key the synthetic option leaves out
+        ["+trainer.limit_train_batches=2"],  # Lightning's own arguments
+        ["optimizer=adam", "+optimizer.momentum=0.9"],
+        ["+data.synthetic.workers=1"],  # a SyntheticConfig field no option sets
+    ],
+)
+def test_keys_that_may_be_added_with_plus_still_are(overrides):
+    check_known_keys(compose_train(*overrides), "train")
+
+
+def test_evaluate_refuses_unknown_keys_too():
+    from retrieval.pipelines.evaluate import validate_evaluate_config
+
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("evaluate", overrides=["+synthetic.n_train_landmark=3"])
+    match = "`synthetic.n_train_landmark`.*did you mean `synthetic.n_train_landmarks`"
+    with pytest.raises(ConfigError, match=match):
+        validate_evaluate_config(cfg)
