@@ -9,11 +9,12 @@ retrieval-search ukbench --index INDEX_DIR     # N-S score of an indexed UKBench
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from collections.abc import Sequence
 
-from retrieval.extraction.inference import resolve_device
+from retrieval.atomic import DiskFullError
 from retrieval.search.engine import Searcher, ukbench_score
 from retrieval.search.html import write_results_page
 from retrieval.search.server import make_server
@@ -114,7 +115,7 @@ def run_index(args: argparse.Namespace) -> int:
         scales=tuple(args.scales),
         precision=args.precision,
         batch_size=args.batch_size,
-        device=resolve_device(args.device),
+        device=args.device,
         chunk_size=args.chunk,
         progress=not args.quiet,
     )
@@ -139,7 +140,18 @@ def run_query(args: argparse.Namespace) -> int:
 def run_serve(args: argparse.Namespace) -> int:
     """Serve the search page until interrupted."""
     searcher = Searcher(args.index, checkpoint=args.checkpoint, device=args.device)
-    server = make_server(searcher, args.host, args.port, args.k)
+    try:
+        server = make_server(searcher, args.host, args.port, args.k)
+    except OSError as err:  # the port is taken, or the address is not this machine's
+        if err.errno == errno.EADDRINUSE:
+            raise SearchError(
+                f"port {args.port} on {args.host} is in use (another server?); pass another "
+                "--port, or --port 0 to pick a free one"
+            ) from err
+        raise SearchError(
+            f"cannot serve on --host {args.host} --port {args.port} ({err}); pass an address "
+            "of this machine, e.g. --host 127.0.0.1"
+        ) from err
     print(f"serving {len(searcher)} images of {args.index} on {server.url} (Ctrl-C stops)")
     try:
         server.serve_forever()
@@ -156,8 +168,17 @@ def run_ukbench(args: argparse.Namespace) -> int:
     return 0
 
 
+def expected_failure(err: Exception) -> str | None:
+    """The one-line message of a failure the user can fix, or None for a bug."""
+    if isinstance(err, (SearchError, DiskFullError, FileNotFoundError)):
+        return str(err)  # their messages name the thing and the fix
+    if isinstance(err, OSError) and err.filename:  # a path that cannot be used (rights, a file)
+        return f"{err.strerror}: {err.filename}; check that path and its permissions"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one sub-command; user errors print a message and return 1."""
+    """Run one sub-command; expected failures print one line and return 1, bugs raise."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -166,8 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"index": run_index, "query": run_query, "serve": run_serve, "ukbench": run_ukbench}
     try:
         return commands[args.command](args)
-    except (SearchError, FileNotFoundError, ValueError) as err:
-        print(f"retrieval-search {args.command}: error: {err}", file=sys.stderr)
+    except (SearchError, OSError) as err:
+        message = expected_failure(err)
+        if message is None:
+            raise  # not the user's to fix: a bug keeps its traceback
+        print(f"retrieval-search {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

@@ -9,16 +9,19 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.data.transforms import load_image, prepared_size
 from retrieval.eval.metrics import ukbench_ns_score
 from retrieval.extraction.extract import extract_descriptors
-from retrieval.extraction.inference import inference_copy, resolve_device
+from retrieval.extraction.inference import inference_copy
 from retrieval.search.store import (
     INDEX_FILE,
+    DamagedIndexError,
     IndexStore,
     SearchError,
     load_network,
     network_record,
     network_source,
+    usable_device,
 )
 from retrieval.types import Box
 
@@ -47,7 +50,7 @@ class Searcher:
         device: str = "auto",
     ) -> None:
         self.index_dir = Path(index_dir)
-        self.device = resolve_device(device)
+        self.device = usable_device(device)
         self._load()
         source = network_source(checkpoint) if checkpoint else self.store.network["source"]
         self.net = load_network(source)
@@ -56,19 +59,20 @@ class Searcher:
         self._inference_net = inference_copy(self.net, self.device)
 
     def _load(self, attempts: int = 3) -> None:
-        """(Re)read the index files."""
+        """(Re)read the index files, verified (a damaged one is named with its remedy)."""
         for attempt in range(attempts):
+            stamp = self._index_mtime()  # before reading: a later update is then seen
             try:
-                stamp = self._index_mtime()  # before reading: a later update is then seen
-                self.store = IndexStore.load(self.index_dir)
-                self.index = self.store.faiss_index()
-                self._rows = {path: row for row, path in enumerate(self.store.paths)}
-                self._stamp = stamp
-                return
-            except FileNotFoundError:
-                # An update committed a newer generation and removed this one meanwhile.
-                if attempt == attempts - 1:
+                store = IndexStore.load(self.index_dir)
+                index = store.faiss_index()
+            except DamagedIndexError:
+                # An update may have committed a newer generation and removed this one meanwhile.
+                if attempt == attempts - 1 or self._index_mtime() == stamp:
                     raise
+                continue
+            self.store, self.index, self._stamp = store, index, stamp
+            self._rows = {path: row for row, path in enumerate(store.paths)}
+            return
 
     def _index_mtime(self) -> int | None:
         """Modification time of index.json (None when it is missing)."""
@@ -125,6 +129,7 @@ class Searcher:
 
     def search_image(self, image: str | Path, box: Box | None = None, k: int = 10) -> list[Hit]:
         """The top-k indexed images for a query image (optionally its box only)."""
+        check_query(image, box)
         return self.search(self.describe(image, box), k)[0]
 
     def search_path(self, path: str, k: int = 10) -> list[Hit]:
@@ -133,6 +138,18 @@ class Searcher:
         if row is None:
             raise SearchError(f"{path} is not in the index {self.index_dir}")
         return self.search(self.store.descriptors[row : row + 1], k)[0]
+
+
+def check_query(image: str | Path, box: Box | None = None) -> None:
+    """Refuse a query image that is missing or does not load, or a box that misses it, by name."""
+    if not Path(image).is_file():
+        raise SearchError(f"query image {image} not found; pass the path of a photo")
+    try:
+        size = load_image(image).size
+        if box is not None:
+            prepared_size(size, max(size), box)  # the box check of the extraction itself
+    except ValueError as err:  # the loader's and the box check's messages name the file or box
+        raise SearchError(f"query {image}: {err}") from err
 
 
 def ukbench_score(store: IndexStore) -> float:

@@ -3,14 +3,19 @@
 Layout of ``INDEX_DIR``::
 
     index.json                  the commit point: network, settings, images, skipped files
-    descriptors-NNNNNN.npy      N x D float32, row i is images[i]
-    faiss-NNNNNN.index          the FAISS inner-product index over those rows
+    descriptors-NNNNNN-T.npy    N x D float32, row i is images[i]
+    faiss-NNNNNN-T.index        the FAISS inner-product index over those rows
+    index.lock                  held by the one `update_index` run at a time (holds its PID)
 
-Every save writes a new generation of the two data files, then replaces ``index.json`` (which
-names them) atomically, then deletes older generations: a killed run leaves the previous index
-readable. Images are keyed by path, size and modification time, so re-indexing extracts only new
-or changed images and drops deleted ones. The network's fingerprint (its meta and weights) is
-stored, and an index is never mixed with, nor queried by, another network.
+Every save writes a new generation of the two data files, under names no other save uses (the
+generation and a random tag T), then replaces ``index.json`` (which names them and records their
+sizes) atomically, then deletes the other generations: a killed run leaves the previous index
+readable, and index.json never names files of another run. Loading verifies every file and names
+a damaged one; `update_index` repairs it (re-extracting only when the descriptors are lost).
+Images are keyed by path, size and modification time, so re-indexing extracts only new or changed
+images and drops deleted ones; unreadable ones are tried again on every run. The network's
+fingerprint (its meta and weights) is stored, and an index is never mixed with, nor queried by,
+another network.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +34,29 @@ import torch
 from PIL import Image
 
 from retrieval.atomic import atomic_write
-from retrieval.checkpoint import load_checkpoint
 from retrieval.data.formats import IMAGE_SUFFIXES
-from retrieval.extraction.cache import network_fingerprint
+from retrieval.data.transforms import load_image
 from retrieval.extraction.extract import extract_descriptors
 from retrieval.index import build_index
-from retrieval.models.net import RetrievalNet, build_net
+from retrieval.models.net import RetrievalNet
+from retrieval.search.errors import (
+    DamagedIndexError,
+    IndexInUseError,
+    NetworkMismatchError,
+    SearchError,
+    is_system_error,
+)
+from retrieval.search.lock import index_lock
+from retrieval.search.network import (
+    DEFAULT_BACKBONE,
+    DEFAULT_POOLING,
+    check_index_options,
+    describe_source,
+    load_network,
+    network_record,
+    network_source,
+    usable_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,60 +65,18 @@ FORMAT_VERSION = 1
 # The extraction of evaluate.py (conf/evaluate.yaml), so that the tool and the benchmarks agree.
 DEFAULT_IMAGE_SIZE = 1024
 DEFAULT_SCALES = (1.0, 2**-0.5, 0.5)
-DEFAULT_BACKBONE = "efficientnet_lite0"
-DEFAULT_POOLING = "gem"
-
-
-class SearchError(Exception):
-    """A problem the user can fix (missing index, wrong network, bad settings); says how."""
-
-
-class NetworkMismatchError(SearchError):
-    """The index was built by another network than the one given."""
-
-
-# ----------------------------------------------------------------------------------------------
-# networks
-# ----------------------------------------------------------------------------------------------
-
-
-def network_source(
-    checkpoint: str | Path | None = None,
-    backbone: str = DEFAULT_BACKBONE,
-    pooling: str = DEFAULT_POOLING,
-) -> dict[str, str]:
-    """How to rebuild a network: a checkpoint file, or an off-the-shelf ImageNet backbone."""
-    if checkpoint:
-        return {"checkpoint": os.path.abspath(Path(checkpoint).expanduser())}
-    return {"backbone": backbone, "pooling": pooling, "weights": "imagenet"}
-
-
-def load_network(source: dict[str, str]) -> RetrievalNet:
-    """The network a `network_source` describes."""
-    if "checkpoint" in source:
-        path = Path(source["checkpoint"])
-        if not path.is_file():
-            raise SearchError(
-                f"checkpoint {path} not found; pass --checkpoint with the network of the index"
-            )
-        return load_checkpoint(path)
-    return build_net(source["backbone"], source["pooling"], weights=source["weights"])
-
-
-def network_name(meta: dict[str, Any]) -> str:
-    """A short human name of a network, e.g. 'efficientnet_lite0-gem-whiten512'."""
-    name = f"{meta['backbone']}-{meta['pooling']}"
-    return name + (f"-whiten{meta['whitening']}" if meta.get("whitening") else "")
-
-
-def network_record(net: RetrievalNet, source: dict[str, str]) -> dict[str, Any]:
-    """What the index stores about its network: source, meta, name and fingerprint."""
-    return {
-        "source": dict(source),
-        "name": network_name(net.meta),
-        "fingerprint": network_fingerprint(net),
-        "meta": net.meta,
-    }
+__all__ = [  # re-exported: the CLI, the server and users import them from here
+    "DEFAULT_BACKBONE",
+    "DEFAULT_POOLING",
+    "DamagedIndexError",
+    "IndexInUseError",
+    "NetworkMismatchError",
+    "SearchError",
+    "load_network",
+    "network_record",
+    "network_source",
+    "usable_device",
+]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -157,6 +138,7 @@ class IndexStore:
     descriptors: np.ndarray | None = None
     generation: int = 0
     files: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)  # bytes of each file in `files`
 
     @property
     def paths(self) -> list[str]:
@@ -170,25 +152,21 @@ class IndexStore:
 
     @classmethod
     def load(cls, index_dir: str | Path) -> IndexStore:
-        """Read an index directory (metadata and descriptors)."""
+        """Read an index directory (metadata and descriptors), verifying both."""
+        store = cls.load_metadata(index_dir)
+        store.descriptors = store._read_descriptors()
+        return store
+
+    @classmethod
+    def load_metadata(cls, index_dir: str | Path) -> IndexStore:
+        """Read and verify index.json only (`descriptors` stays None)."""
         root = Path(index_dir)
         if not cls.exists(root):
             raise SearchError(
                 f"no search index in {root} (no {INDEX_FILE}); build one with "
                 f"`retrieval-search index PHOTOS_DIR --out {root}`"
             )
-        payload = json.loads((root / INDEX_FILE).read_text())
-        if payload.get("format") != FORMAT_VERSION:
-            raise SearchError(
-                f"{root} holds index format {payload.get('format')}, this version reads "
-                f"{FORMAT_VERSION}; rebuild it with `retrieval-search index ... --out NEW_DIR`"
-            )
-        descriptors = np.load(root / payload["files"]["descriptors"])
-        if len(descriptors) != len(payload["images"]):
-            raise SearchError(
-                f"{root} is inconsistent: {len(descriptors)} descriptors for "
-                f"{len(payload['images'])} images; rebuild it"
-            )
+        payload = _read_payload(root / INDEX_FILE)
         return cls(
             root=root,
             network=payload["network"],
@@ -196,18 +174,52 @@ class IndexStore:
             photos=payload.get("photos"),
             images=payload["images"],
             skipped=payload.get("skipped", []),
-            descriptors=descriptors,
             generation=int(payload["generation"]),
             files=payload["files"],
+            sizes=payload["sizes"] if isinstance(payload.get("sizes"), dict) else {},
         )
 
+    def _damaged(self, role: str, reason: str) -> DamagedIndexError:
+        """The error of a damaged data file ('descriptors' or 'faiss')."""
+        return DamagedIndexError(self.root / self.files[role], reason, self.photos)
+
+    def _check_file(self, role: str) -> Path:
+        """The path of a data file, present and of the size index.json recorded."""
+        path = self.root / self.files[role]
+        if not path.is_file():
+            raise self._damaged(role, "missing")
+        expected, actual = self.sizes.get(role), path.stat().st_size
+        if expected is not None and actual != expected:
+            raise self._damaged(role, f"{actual} bytes instead of {expected}: truncated?")
+        return path
+
+    def _read_descriptors(self) -> np.ndarray:
+        """The descriptors file, verified against index.json."""
+        path = self._check_file("descriptors")
+        try:
+            descriptors = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:  # numpy's ways to say truncated or garbage
+            raise self._damaged("descriptors", f"unreadable: {err}") from None
+        if descriptors.ndim != 2 or len(descriptors) != len(self.images):
+            raise self._damaged(
+                "descriptors",
+                f"{descriptors.shape} descriptors for {len(self.images)} images",
+            )
+        return descriptors
+
     def faiss_index(self) -> faiss.Index:
-        """The stored FAISS index (checked against the descriptors)."""
-        index = faiss.read_index(str(self.root / self.files["faiss"]))
-        if index.ntotal != len(self.images):
-            raise SearchError(
-                f"{self.root} is inconsistent: FAISS holds {index.ntotal} vectors for "
-                f"{len(self.images)} images; rebuild it"
+        """The stored FAISS index, verified against the images (and descriptors, when loaded)."""
+        path = self._check_file("faiss")
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as err:  # faiss's error for a truncated or foreign file
+            reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unreadable"
+            raise self._damaged("faiss", f"unreadable: {reason}") from None
+        dim = None if self.descriptors is None else self.descriptors.shape[1]
+        if index.ntotal != len(self.images) or dim not in (None, index.d):
+            raise self._damaged(
+                "faiss",
+                f"{index.ntotal} vectors of {index.d} dimensions for {len(self.images)} images",
             )
         return index
 
@@ -217,9 +229,9 @@ class IndexStore:
         if record["fingerprint"] != mine["fingerprint"]:
             raise NetworkMismatchError(
                 f"the index {self.root} was built by another network: {mine['name']} "
-                f"(fingerprint {mine['fingerprint']}, from {_describe_source(mine['source'])}), "
+                f"(fingerprint {mine['fingerprint']}, from {describe_source(mine['source'])}), "
                 f"not {record['name']} (fingerprint {record['fingerprint']}, from "
-                f"{_describe_source(record['source'])}). Use the network that built it, "
+                f"{describe_source(record['source'])}). Use the network that built it, "
                 "or index with this one into another --out folder."
             )
 
@@ -228,17 +240,17 @@ class IndexStore:
         self.root.mkdir(parents=True, exist_ok=True)
         generation = self.generation + 1
         descriptors = np.ascontiguousarray(self.descriptors, dtype=np.float32)
-        files = {
-            "descriptors": f"descriptors-{generation:06d}.npy",
-            "faiss": f"faiss-{generation:06d}.index",
-        }
+        tag = f"{generation:06d}-{secrets.token_hex(4)}"  # never the name of another run's file
+        files = {"descriptors": f"descriptors-{tag}.npy", "faiss": f"faiss-{tag}.index"}
         atomic_write(self.root / files["descriptors"], lambda h: np.save(h, descriptors))
         serialized = faiss.serialize_index(build_index(descriptors, use_gpu=False))
         atomic_write(self.root / files["faiss"], lambda h: h.write(serialized.tobytes()))
+        sizes = {role: (self.root / name).stat().st_size for role, name in files.items()}
         payload = {
             "format": FORMAT_VERSION,
             "generation": generation,
             "files": files,
+            "sizes": sizes,
             "photos": self.photos,
             "network": self.network,
             "settings": self.settings,
@@ -249,22 +261,52 @@ class IndexStore:
         }
         text = json.dumps(payload, indent=1).encode()
         atomic_write(self.root / INDEX_FILE, lambda h: h.write(text))
-        self.generation, self.files = generation, files
+        self.generation, self.files, self.sizes = generation, files, sizes
         self._remove_stale_files()
 
     def _remove_stale_files(self) -> None:
-        """Delete data files of other generations (older ones, or those of a killed run)."""
+        """Delete data files of other generations (older, damaged or of a killed run)."""
         keep = set(self.files.values())
-        for pattern in ("descriptors-*.npy", "faiss-*.index"):
+        for pattern in ("descriptors-*.npy", "faiss-*.index", ".*.tmp"):
             for path in self.root.glob(pattern):
                 if path.name not in keep:
                     path.unlink(missing_ok=True)
 
 
-def _describe_source(source: dict[str, str]) -> str:
-    if "checkpoint" in source:
-        return f"checkpoint {source['checkpoint']}"
-    return f"{source['weights']} {source['backbone']}-{source['pooling']}"
+# The keys every index.json holds, and the type of their values.
+_PAYLOAD_KEYS = {
+    "format": int,
+    "generation": int,
+    "files": dict,
+    "network": dict,
+    "settings": dict,
+    "images": list,
+}
+
+
+def _read_payload(path: Path) -> dict[str, Any]:
+    """index.json, checked to be an index's (else DamagedIndexError naming it)."""
+    try:
+        payload = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise DamagedIndexError(path, f"not valid JSON: {err}") from None
+    if not isinstance(payload, dict):
+        raise DamagedIndexError(path, f"a JSON {type(payload).__name__}, not an index")
+    if payload.get("format") != FORMAT_VERSION:
+        raise SearchError(
+            f"{path.parent} holds index format {payload.get('format')}, this version reads "
+            f"{FORMAT_VERSION}; rebuild it with `retrieval-search index ... --out NEW_DIR`"
+        )
+    photos = payload.get("photos") if isinstance(payload.get("photos"), str) else None
+    for key, kind in _PAYLOAD_KEYS.items():
+        if not isinstance(payload.get(key), kind):
+            raise DamagedIndexError(path, f"no valid {key!r}", photos)
+    files = payload["files"]
+    if not all(isinstance(files.get(role), str) for role in ("descriptors", "faiss")) or not all(
+        isinstance(e, dict) and {"path", "size", "mtime_ns"} <= set(e) for e in payload["images"]
+    ):
+        raise DamagedIndexError(path, "its files or images are incomplete", photos)
+    return payload
 
 
 # ----------------------------------------------------------------------------------------------
@@ -282,13 +324,15 @@ class UpdateReport:
     skipped: list[dict[str, Any]] = field(default_factory=list)
     unchanged: int = 0
     total: int = 0
+    repaired: list[str] = field(default_factory=list)  # damaged files rebuilt, and how
 
     def summary(self) -> str:
-        """One line of counts."""
+        """One line of counts (and of the repairs, if any)."""
+        repaired = "".join(f"; repaired {what}" for what in self.repaired)
         return (
             f"{self.total} images indexed: {len(self.added)} added, {len(self.updated)} updated, "
             f"{len(self.removed)} removed, {self.unchanged} unchanged, "
-            f"{len(self.skipped)} unreadable skipped"
+            f"{len(self.skipped)} unreadable skipped{repaired}"
         )
 
 
@@ -308,39 +352,65 @@ def update_index(
 ) -> UpdateReport:
     """Create or update the index of a photo folder; only new or changed images are extracted.
 
-    The index is committed after every `chunk_size` extracted images, so a killed run resumes
-    where it stopped. Unreadable images are skipped and listed (in the report and the index).
+    Options are checked before any work. One run at a time holds the index folder (a second one
+    raises IndexInUseError at once). The index is committed after every `chunk_size` extracted
+    images, so a killed run resumes where it stopped. Unreadable images are skipped and listed
+    (in the report and the index), and tried again on the next run; damaged index files are
+    rebuilt.
     """
+    device = check_index_options(image_size, scales, precision, batch_size, chunk_size, device)
     index_dir = Path(os.path.abspath(Path(index_dir).expanduser()))
-    source = network_source(checkpoint, backbone, pooling)
-    net = load_network(source)
     settings = {
         "image_size": int(image_size),
         "scales": [float(s) for s in scales],
         "precision": precision,
     }
-    found = scan_images(photos_dir, exclude=index_dir)
-    store = _open_store(index_dir, net, network_record(net, source), settings)
-    photos, store.photos = store.photos, os.path.abspath(Path(photos_dir).expanduser())
-    if photos not in (None, store.photos):
-        log.warning("the index %s held %s; it now mirrors %s", index_dir, photos, store.photos)
-    report = UpdateReport()
-    known = _keep_unchanged(store, found, report)
-    old_skipped = list(store.skipped)
-    todo, dims = _images_to_extract(store, found, known, report, int(image_size))
-
     options = dict(
         max_side=int(image_size),
         scales=tuple(scales),
         precision=precision,
-        batch_size=batch_size,
+        batch_size=int(batch_size),
         device=device,
         progress=progress,
     )
+    found = scan_images(photos_dir, exclude=index_dir)  # before the index folder is made
+    with index_lock(index_dir):
+        return _update_locked(
+            photos_dir,
+            found,
+            index_dir,
+            network_source(checkpoint, backbone, pooling),
+            settings,
+            options,
+            int(chunk_size),
+        )
+
+
+def _update_locked(
+    photos_dir: str | Path,
+    found: dict[str, list[int]],
+    index_dir: Path,
+    source: dict[str, str],
+    settings: dict[str, Any],
+    options: dict[str, Any],
+    chunk_size: int,
+) -> UpdateReport:
+    """`update_index` once the options are checked and the index folder is held."""
+    net = load_network(source)
+    report = UpdateReport()
+    store = _open_store(index_dir, net, network_record(net, source), settings, report)
+    photos, store.photos = store.photos, os.path.abspath(Path(photos_dir).expanduser())
+    if photos not in (None, store.photos):
+        log.warning("the index %s held %s; it now mirrors %s", index_dir, photos, store.photos)
+    known = _keep_unchanged(store, found, report)
+    old_skipped = list(store.skipped)
+    todo, dims = _images_to_extract(store, found, known, report, options["max_side"])
+
     chunks = [todo[i : i + chunk_size] for i in range(0, len(todo), chunk_size)]
     if not chunks and (
         report.removed
         or report.updated
+        or report.repaired
         or store.generation == 0
         or store.skipped != old_skipped
         or store.photos != photos
@@ -364,20 +434,49 @@ def update_index(
 
 
 def _open_store(
-    index_dir: Path, net: RetrievalNet, record: dict[str, Any], settings: dict[str, Any]
+    index_dir: Path,
+    net: RetrievalNet,
+    record: dict[str, Any],
+    settings: dict[str, Any],
+    report: UpdateReport,
 ) -> IndexStore:
-    """The existing index (made by the same network and settings), or a new empty one."""
+    """The existing index (same network and settings, repaired if damaged), or a new one."""
+    empty = np.zeros((0, int(net.meta["out_dim"])), dtype=np.float32)
     if not IndexStore.exists(index_dir):
-        empty = np.zeros((0, int(net.meta["out_dim"])), dtype=np.float32)
         return IndexStore(index_dir, record, settings, descriptors=empty)
-    store = IndexStore.load(index_dir)
+    try:
+        store = IndexStore.load_metadata(index_dir)
+    except DamagedIndexError as err:
+        log.warning("%s; re-extracting every image", err)
+        report.repaired.append(f"{INDEX_FILE} (every image re-extracted)")
+        return IndexStore(index_dir, record, settings, descriptors=empty)
     store.check_network(record)
     if store.settings != settings:
         raise SearchError(
             f"the index {index_dir} was extracted with {store.settings}, not {settings}; "
             "pass the same --image-size/--scales/--precision, or use another --out folder"
         )
+    _repair_data_files(store, empty, report)
     return store
+
+
+def _repair_data_files(store: IndexStore, empty: np.ndarray, report: UpdateReport) -> None:
+    """Load the descriptors and verify the FAISS index; a damaged file is rebuilt on save.
+
+    Lost descriptors are re-extracted (their images are dropped from the store, so they count as
+    new); a damaged FAISS index alone is rebuilt from the descriptors."""
+    try:
+        store.descriptors = store._read_descriptors()
+    except DamagedIndexError as err:
+        log.warning("%s; re-extracting its images", err)
+        report.repaired.append(f"{err.path.name} (every image re-extracted)")
+        store.images, store.descriptors = [], empty
+        return
+    try:
+        store.faiss_index()
+    except DamagedIndexError as err:
+        log.warning("%s; rebuilding it from the descriptors", err)
+        report.repaired.append(f"{err.path.name} (rebuilt from the descriptors)")
 
 
 def _keep_unchanged(store: IndexStore, found: dict[str, list[int]], report: UpdateReport) -> set:
@@ -409,23 +508,21 @@ def _images_to_extract(
 ) -> tuple[list[str], dict[str, tuple[int, int]]]:
     """New or changed images that open, with their prepared sizes; the others are skipped.
 
-    Unreadable files that have not changed since are not probed again."""
-    old_skipped = {s["path"]: s for s in store.skipped}
+    Files skipped before are probed again: what failed once (a share offline, a file being
+    copied) may read now. Errors of the system (memory, the disk) are raised, not recorded."""
     store.skipped = []
     todo: list[str] = []
     dims: dict[str, tuple[int, int]] = {}
     for path, stat in found.items():
         if path in known and path not in report.updated:
             continue
-        old = old_skipped.get(path)
-        if old is not None and [old["size"], old["mtime_ns"]] == stat:
-            store.skipped.append(old)
-            continue
         try:
             dims[path] = probe_image(path, max_side)
             todo.append(path)
         # PIL signals broken files with many exception types (OSError, SyntaxError, ...).
         except Exception as err:
+            if is_system_error(err):
+                raise
             store.skipped.append(_skipped(path, stat, f"{type(err).__name__}: {err}"))
             log.warning("skipping unreadable image %s (%s)", path, err)
     return todo, dims
@@ -441,20 +538,39 @@ def _skipped(path: str, stat: list[int], error: str) -> dict[str, Any]:
     return {"path": path, "size": stat[0], "mtime_ns": stat[1], "error": error}
 
 
+def _image_fault(path: str) -> str | None:
+    """Why the image at `path` does not load, or None when it loads (system errors raise)."""
+    try:
+        load_image(path)
+    except Exception as err:
+        if is_system_error(err):
+            raise
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
 def _extract_readable(
     net: RetrievalNet, paths: list[str], options: dict[str, Any]
 ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
-    """Descriptors of the images that extract; on a failure, one at a time to isolate it."""
+    """Descriptors of the images that extract; on a failure, one at a time to isolate it.
+
+    An image is recorded as unreadable only when it does not load by itself: any other failure
+    (an option, memory, the disk, a bug) is raised."""
     try:
         return paths, extract_descriptors(net, paths, **options), []
-    except (OSError, ValueError) as err:
+    except Exception as err:
+        if is_system_error(err):
+            raise
         log.warning("extraction failed (%s); retrying the %d images one by one", err, len(paths))
     kept, rows, failed = [], [], []
     for path in paths:
         try:
             rows.append(extract_descriptors(net, [path], **{**options, "progress": False}))
             kept.append(path)
-        except (OSError, ValueError) as err:
-            failed.append((path, f"{type(err).__name__}: {err}"))
+        except Exception as err:
+            fault = None if is_system_error(err) else _image_fault(path)
+            if fault is None:
+                raise  # the image loads: the failure is not the file's
+            failed.append((path, fault))
     empty = np.zeros((0, int(net.meta["out_dim"])), dtype=np.float32)
     return kept, np.concatenate(rows) if rows else empty, failed

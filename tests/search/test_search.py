@@ -22,48 +22,13 @@ from retrieval.checkpoint import save_checkpoint
 from retrieval.models.net import build_net
 from retrieval.pipelines.evaluate import run_evaluation
 from retrieval.search import IndexStore, NetworkMismatchError, Searcher, SearchError, update_index
-from retrieval.search.cli import main
 from retrieval.search.engine import ukbench_score
 from retrieval.search.server import make_server, parse_box, parse_multipart
 from retrieval.search.store import DEFAULT_IMAGE_SIZE, DEFAULT_SCALES
+from tests.search.helpers import FAST, FAST_CLI, cli, photo
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
-FAST = {"image_size": 64, "scales": (1.0,), "progress": False}
-FAST_CLI = ["--image-size", "64", "--scales", "1", "--quiet"]
-
-
-def photo(path: Path, seed: int, size: tuple[int, int] = (64, 48)) -> Path:
-    """A smooth random photo-like image (colour blobs plus a little noise) saved at `path`."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    coarse = Image.fromarray(rng.integers(0, 256, (h // 8 + 2, w // 8 + 2, 3), dtype=np.uint8))
-    img = np.asarray(coarse.resize((w, h), Image.Resampling.BILINEAR), dtype=np.int16)
-    img = img + rng.integers(-10, 11, img.shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(path)
-    return path
-
-
-def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str, str]:
-    """Run retrieval-search in-process: (exit code, stdout, stderr)."""
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture
-def extracted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths the index extracts, in order (spying on extract_descriptors)."""
-    seen: list[str] = []
-    original = store_module.extract_descriptors
-
-    def spy(net, paths, **kwargs):
-        seen.extend(str(p) for p in paths)
-        return original(net, paths, **kwargs)
-
-    monkeypatch.setattr(store_module, "extract_descriptors", spy)
-    return seen
 
 
 def test_index_adds_changes_and_deletes_incrementally(tmp_path, extracted):
@@ -112,7 +77,8 @@ def test_index_adds_changes_and_deletes_incrementally(tmp_path, extracted):
     for i, path in enumerate(fresh.paths):
         np.testing.assert_allclose(row_after[path], fresh.descriptors[i], atol=1e-5)
     # One generation of data files is left, and FAISS agrees with the descriptors.
-    assert sorted(p.name for p in out.iterdir()) == sorted(["index.json", *after.files.values()])
+    names = ["index.json", "index.lock", *after.files.values()]
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
     assert after.faiss_index().ntotal == 4
 
 
@@ -235,7 +201,7 @@ def test_a_killed_update_leaves_the_previous_index(tmp_path, monkeypatch):
     assert not list(out.glob(".*.tmp"))
     report = update_index(photos, out, **FAST)
     assert report.added == [str(photos / "p3.jpg")] and report.total == 4
-    assert len(list(out.iterdir())) == 3  # the killed run's files are gone
+    assert len(list(out.iterdir())) == 4  # the killed run's files are gone (lock file kept)
 
 
 def get(url: str) -> str:
