@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: local only)")
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     serve.add_argument("-k", type=int, default=10, help="default number of results")
+    serve.add_argument(
+        "--origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="public address of a reverse proxy in front (https://photos.example.com)",
+    )
     network_options(serve, for_index=False)
 
     ukbench = commands.add_parser(
@@ -141,7 +148,7 @@ def run_serve(args: argparse.Namespace) -> int:
     """Serve the search page until interrupted."""
     searcher = Searcher(args.index, checkpoint=args.checkpoint, device=args.device)
     try:
-        server = make_server(searcher, args.host, args.port, args.k)
+        server = make_server(searcher, args.host, args.port, args.k, origins=args.origin)
     except OSError as err:  # the port is taken, or the address is not this machine's
         if err.errno == errno.EADDRINUSE:
             raise SearchError(

@@ -128,3 +128,5 @@ def test_a_broken_upload_shows_an_error(server, browser, tmp_path):
     browser.find_element(By.ID, "search").click()
     error = WebDriverWait(browser, TIMEOUT).until(EC.presence_of_element_located((By.ID, "error")))
     assert "broken.jpg" in error.text and not browser.find_elements(By.CSS_SELECTOR, "li.result")
+    # The page's one inline style passes its Content-Security-Policy (allowed by its hash).
+    assert error.value_of_css_property("color") in ("rgb(187, 0, 0)", "rgba(187, 0, 0, 1)")

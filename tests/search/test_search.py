@@ -23,7 +23,7 @@ from retrieval.models.net import build_net
 from retrieval.pipelines.evaluate import run_evaluation
 from retrieval.search import IndexStore, NetworkMismatchError, Searcher, SearchError, update_index
 from retrieval.search.engine import ukbench_score
-from retrieval.search.server import make_server, parse_box, parse_multipart
+from retrieval.search.server import make_server
 from retrieval.search.store import DEFAULT_IMAGE_SIZE, DEFAULT_SCALES
 from tests.search.helpers import FAST, FAST_CLI, cli, photo
 
@@ -249,15 +249,6 @@ def test_server_answers_uploads_and_result_links(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
-
-
-def test_form_parsing():
-    body = b'--b\r\nContent-Disposition: form-data; name="box"\r\n\r\n1, 2 3 4\r\n--b--\r\n'
-    fields = parse_multipart("multipart/form-data; boundary=b", body)
-    assert parse_box(fields["box"][1].decode()) == (1.0, 2.0, 3.0, 4.0)
-    assert parse_box("  ") is None
-    with pytest.raises(ValueError, match="4 numbers"):
-        parse_box("1 2 3")
 
 
 # ----------------------------------------------------------------------------------------------
