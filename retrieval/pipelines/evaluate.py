@@ -175,16 +175,21 @@ def _default_whitening_data(root: Path) -> str:
     )
 
 
-def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
-    """Evaluate on every configured benchmark; write results.json and the ranks."""
-    validate_evaluate_config(cfg)
-    settings = ExtractionSettings(
+def extraction_settings(cfg: DictConfig) -> ExtractionSettings:
+    """How the configured job extracts descriptors (the `extract` node checked too)."""
+    return ExtractionSettings(
         image_size=int(cfg.image_size),
         scales=tuple(float(s) for s in cfg.scales),
         batch_size=int(cfg.batch_size),
         device=resolve_device(str(cfg.device)),
         **extract_options(cfg),
     )
+
+
+def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
+    """Evaluate on every configured benchmark; write results.json and the ranks."""
+    validate_evaluate_config(cfg)
+    settings = extraction_settings(cfg)
     net = load_network(cfg)
     # The synthetic world takes minutes to generate: only when a dataset reads the data root.
     root = cache(partial(evaluation_root, cfg))
