@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.checkpoint import load_checkpoint
+from retrieval.checkpoint import CheckpointError, load_checkpoint
 from retrieval.data.epoch_tuples import EpochTuples
 from retrieval.models.net import build_net
 
@@ -58,6 +58,25 @@ def test_resume_mines_and_trains_like_an_uninterrupted_run(tmp_path, train_job):
         # CPU conv backward is not bit-reproducible and Adam turns a near-zero gradient's sign
         # into a full step of size lr: allow a few such steps, far below any real drift.
         torch.testing.assert_close(pa, pb, rtol=0, atol=4 * LR, msg=name)
+
+
+class Payload:
+    """Unpickling this runs code: it writes a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
+
+
+def test_resume_from_a_hostile_checkpoint_never_runs_its_code(tmp_path, train_job, monkeypatch):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # torch's default is no guard
+    marker, hostile = tmp_path / "pwned", tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}, "epoch": Payload(marker)}, hostile)
+    with pytest.raises(CheckpointError, match=f"Checkpoint {hostile} holds pickled objects"):
+        train_job(tmp_path / "run", f"ckpt_path={hostile}")
+    assert not marker.exists(), "the checkpoint's pickled code ran"
 
 
 def test_int8_mining_finds_the_fp32_hard_negatives(tmp_path, train_job):

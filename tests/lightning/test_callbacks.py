@@ -13,27 +13,13 @@ import torch
 
 from retrieval.checkpoint import CheckpointError
 from retrieval.data import formats
-from retrieval.data.synthetic import SyntheticConfig, ensure_world
 from retrieval.lightning.callbacks import AtomicCheckpointIO, checkpoint_callbacks
 from retrieval.lightning.module import RetrievalModule
 from retrieval.lightning.tuple_datamodule import MiningConfig, TupleDataModule, TupleSource
 from retrieval.models.net import build_net
 
-WORLD = SyntheticConfig(
-    n_train_landmarks=8,
-    n_val_landmarks=4,
-    n_test_landmarks=2,
-    views_per_landmark=6,
-    queries_per_landmark=2,
-    max_side=96,
-)
 MINING = MiningConfig(qsize=4, poolsize=12, nnum=2, image_size=64, batch_size=2, precision="fp32")
 OPTIM = {"name": "adam", "lr": 1e-6}
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return ensure_world(tmp_path_factory.mktemp("ckpt") / "world", WORLD)
 
 
 def source(root: Path, split: str) -> TupleSource:
@@ -116,7 +102,7 @@ def test_resume_never_unpickles_code(world, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("damage", ["empty", "truncated"])
-def test_resume_from_a_damaged_checkpoint_names_it(world, tmp_path, damage):
+def test_resume_from_a_damaged_checkpoint_names_it(tmp_path, damage):
     path = tmp_path / "last.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1000)}}, path)
     path.write_bytes(b"" if damage == "empty" else path.read_bytes()[:500])

@@ -15,26 +15,11 @@ import torch
 
 from retrieval.data import formats
 from retrieval.data.epoch_tuples import EpochTuples
-from retrieval.data.synthetic import SyntheticConfig, ensure_world
 from retrieval.data.tuples import sample_epoch
 from retrieval.extraction.extract import extract_descriptors
 from retrieval.lightning import tuple_datamodule
 from retrieval.lightning.tuple_datamodule import MiningConfig, TupleDataModule, TupleSource
 from retrieval.models.net import build_net
-
-WORLD = SyntheticConfig(
-    n_train_landmarks=8,
-    n_val_landmarks=4,
-    n_test_landmarks=2,
-    views_per_landmark=6,
-    queries_per_landmark=2,
-    max_side=96,
-)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return ensure_world(tmp_path_factory.mktemp("pinned") / "world", WORLD)
 
 
 @pytest.fixture(scope="module")
