@@ -66,6 +66,12 @@ def cache_key_hash(key: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+# Bumped when decoding or cropping images changes what a descriptor is computed from, so that
+# descriptors cached by an older loader are recomputed. 2: 16-bit photos scaled, not clipped to
+# white; query boxes clipped to the image.
+LOADER_VERSION = 2
+
+
 def extraction_key(
     net: nn.Module,
     dataset: str,
@@ -75,6 +81,7 @@ def extraction_key(
 ) -> dict[str, Any]:
     """Cache key of an extraction: network, dataset, image list and the extraction settings."""
     key = {
+        "loader": LOADER_VERSION,
         "net": network_fingerprint(net),
         "dataset": dataset,
         "images": image_list_fingerprint(paths, boxes),

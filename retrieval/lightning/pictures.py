@@ -15,7 +15,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from torchvision.transforms.functional import to_pil_image
 
 from retrieval.data.epoch_tuples import EpochTuples
-from retrieval.data.transforms import prepare_image, resize_longest
+from retrieval.data.transforms import prepare_image, resize_longest, to_rgb
 from retrieval.models.net import RetrievalNet
 from retrieval.types import RetrievalBenchmark
 from retrieval.viz.grids import benchmark_grid, pick_queries
@@ -50,7 +50,7 @@ def log_pictures(loggers: Sequence[Any], pictures: dict[str, Path], step: int) -
                 logger.log_image(key=key, images=[str(path)], step=step)
             elif isinstance(logger, TensorBoardLogger):
                 with Image.open(path) as image:
-                    pixels = np.asarray(image.convert("RGB"))
+                    pixels = np.asarray(to_rgb(image))
                 logger.experiment.add_image(key, pixels, step, dataformats="HWC")
 
 

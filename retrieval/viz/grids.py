@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
+from retrieval.data.transforms import to_rgb
 from retrieval.types import Box, RetrievalBenchmark
 
 Colour = tuple[int, int, int]
@@ -100,7 +101,7 @@ def _open_rgb(path: Path, thumb: int) -> tuple[Image.Image, tuple[int, int]]:
         with Image.open(path) as img:
             size = img.size
             img.draft("RGB", (thumb, thumb))  # decode big JPEGs at a reduced scale: much faster
-            return img.convert("RGB"), size
+            return to_rgb(img), size
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"Corrupt or unreadable image: {path} ({err})") from err
 

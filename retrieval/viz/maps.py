@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps
 
+from retrieval.data.transforms import to_rgb
 from retrieval.models.pooling import Pooling
 from retrieval.viz.grids import BACKGROUND, LETTERBOX, NEGATIVE_COLOUR, POSITIVE_COLOUR, TEXT_COLOUR
 
@@ -67,7 +68,7 @@ def overlay_heatmap(image: Image.Image, heat: np.ndarray, alpha: float = 0.6) ->
     coloured = ImageOps.colorize(grey, black=HEAT_LOW, white=HEAT_HIGH, mid=HEAT_MID)
     # Opacity grows with the response: unactivated regions keep the photograph visible.
     mask = grey.point(lambda v: round(v * alpha))
-    return Image.composite(coloured, image.convert("RGB"), mask)
+    return Image.composite(coloured, to_rgb(image), mask)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,7 +148,7 @@ def draw_matches(
     width: int = 3,
 ) -> Image.Image:
     """Query and database image side by side, each match boxed in both in its own colour."""
-    query_image, db_image = query_image.convert("RGB"), db_image.convert("RGB")
+    query_image, db_image = to_rgb(query_image), to_rgb(db_image)
     left, right = ImageDraw.Draw(query_image), ImageDraw.Draw(db_image)
     for match, colour in zip(matches, palette(len(matches)), strict=True):
         box = cell_box(match.query_cell, query_map_size, query_image.size)
@@ -190,7 +191,7 @@ def vstack(images: Sequence[Image.Image], gap: int = GAP) -> Image.Image:
 
 def tile(image: Image.Image, thumb: int) -> Image.Image:
     """The image fitted into a thumb x thumb square, aspect kept (letterboxed)."""
-    return ImageOps.pad(image.convert("RGB"), (thumb, thumb), color=LETTERBOX)
+    return ImageOps.pad(to_rgb(image), (thumb, thumb), color=LETTERBOX)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -69,3 +69,11 @@ def test_extraction_key_changes_with_settings(net):
     assert base != extraction_key(net, "toy", images, max_side=64, scales=(1.0,), precision="bf16")
     boxed = extraction_key(net, "toy", images, boxes=[(0, 0, 5, 5)] + [None] * 7, max_side=64)
     assert boxed["images"] != base["images"]
+
+
+def test_the_key_names_the_image_loader_version(net):
+    """Descriptors cached by an older image loader (16-bit PNGs read as white) are not reused."""
+    from retrieval.extraction import cache
+
+    key = extraction_key(net, "toy", IMAGES, max_side=64)
+    assert key["loader"] == cache.LOADER_VERSION == 2

@@ -136,6 +136,7 @@ def _ddp_worker(rank: int, world_size: int, folder: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned processes
 def test_ddp_on_two_cpu_processes_sees_the_concatenated_batch(tmp_path):
     mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     net, loss_fn = tiny_net(), APLoss()

@@ -123,6 +123,7 @@ def test_invalid_values_fail_at_start_up_naming_the_key(override, key):
         validate_train_config(cfg)
 
 
+@pytest.mark.slow  # runs the train.py entry point
 def test_cfg_job_prints_the_composed_configuration():
     out = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "--cfg", "job", "pooling=rmac"],
