@@ -14,27 +14,12 @@ import tracemalloc
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import numpy as np
-from PIL import Image
 
 from retrieval.search.server import SearchServer
+from tests.search.helpers import photo  # noqa: F401  (re-exported for the security tests)
 
 TIMEOUT = 30.0
 BOUNDARY = "SecurityTestBoundary"
-
-
-def photo(path: Path, seed: int, size: tuple[int, int] = (64, 48)) -> Path:
-    """A smooth random photo-like JPEG (colour blobs plus a little noise) saved at `path`."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    coarse = Image.fromarray(rng.integers(0, 256, (h // 8 + 2, w // 8 + 2, 3), dtype=np.uint8))
-    img = np.asarray(coarse.resize((w, h), Image.Resampling.BILINEAR), dtype=np.int16)
-    img = img + rng.integers(-10, 11, img.shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(path)
-    return path
 
 
 @dataclass
