@@ -92,7 +92,7 @@ def test_evaluate_runs_the_new_pooling_on_the_new_benchmark(extended, tmp_path):
         conf,
         "pooling=rms",
         "datasets=[toy]",
-        f"data_root={data_root}",
+        f"paths.data_root={data_root}",
         "image_size=64",
         "scales=[1.0,0.5]",
         "grid_queries=0",

@@ -24,7 +24,9 @@ def open_image(path: str | Path) -> Iterator[Image.Image]:
     """`Image.open` with one clear error naming the file: missing, unreadable or too large."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Image not found: {path}. Check data.root and the dataset layout.")
+        raise FileNotFoundError(
+            f"Image not found: {path}. Check the data root (paths.data_root) and the dataset layout"
+        )
     try:
         with Image.open(path) as img:
             yield img

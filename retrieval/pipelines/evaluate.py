@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from collections.abc import Callable
 from functools import cache, partial
 from pathlib import Path
@@ -15,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from retrieval.checkpoint import load_checkpoint
 from retrieval.data import formats
-from retrieval.eval.benchmarks import ExtractionSettings, evaluate_net, load_benchmark
+from retrieval.eval.benchmarks import BENCHMARKS, ExtractionSettings, evaluate_net, load_benchmark
 from retrieval.eval.postprocess import alpha_query_expansion, database_augmentation
 from retrieval.extraction.cache import cached_extract, extraction_key
 from retrieval.extraction.extract import extract_descriptors
@@ -59,6 +60,37 @@ def validate_evaluate_config(cfg: DictConfig) -> None:
     _check(cfg, "index", lambda v: v in INDEX_TYPES, f"one of {', '.join(INDEX_TYPES)}")
     _check(cfg, "whitening", lambda v: v in WHITENINGS, "null, learned or pca")
     _check(cfg, "whitening_dim", _is_null_or_positive_int, "null (all) or > 0 (e.g. 512)")
+    _warn_if_old_data_root(cfg)
+    _check_data_root_is_set(cfg)
+
+
+def data_root_setting(cfg: DictConfig) -> str | None:
+    """The configured data root: paths.data_root, unless the deprecated `data_root` is given."""
+    return cfg.get("data_root") or OmegaConf.select(cfg, "paths.data_root")
+
+
+def _warn_if_old_data_root(cfg: DictConfig) -> None:
+    if cfg.get("data_root"):  # evaluate.py's own spelling before the paths group; one release
+        warnings.warn(
+            f"`data_root={cfg.data_root}` is deprecated and will be removed in the next release: "
+            f"use `paths.data_root={cfg.data_root}` (it sets train.py's data.root too).",
+            FutureWarning,
+            stacklevel=2,
+        )
+
+
+def _check_data_root_is_set(cfg: DictConfig) -> None:
+    """A downloaded benchmark without a data root would be looked up in the synthetic world."""
+    if data_root_setting(cfg):
+        return
+    for name in map(str, cfg.get("datasets") or []):
+        if name in BENCHMARKS and name != "generic" and not name.startswith("synthetic"):
+            dataset = name.partition("+")[0]
+            raise ConfigError(
+                f"datasets=[{name}] needs the data root: set paths.data_root=DIR, the folder "
+                f"holding test/{dataset} (e.g. paths.data_root=/data). Download it with "
+                f"`{formats.download_command(dataset, 'DIR')}`."
+            )
 
 
 def _check(cfg: DictConfig, key: str, valid: Callable[[Any], bool], rule: str) -> None:
@@ -95,8 +127,9 @@ def load_network(cfg: DictConfig) -> RetrievalNet:
 
 def evaluation_root(cfg: DictConfig) -> Path:
     """The data root: the configured one, or the synthetic world."""
-    if cfg.get("data_root"):
-        return Path(str(cfg.data_root)).expanduser()
+    configured = data_root_setting(cfg)
+    if configured:
+        return Path(str(configured)).expanduser()
     from retrieval.data.synthetic import SyntheticConfig, ensure_world
 
     config = SyntheticConfig(**OmegaConf.to_container(cfg.synthetic))

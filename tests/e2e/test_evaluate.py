@@ -68,7 +68,7 @@ def test_truncated_ranks_give_full_map_when_positives_are_inside(
 
 def test_missing_dataset_names_the_download_command(tmp_path, evaluate_job):
     with pytest.raises(FileNotFoundError, match="python -m retrieval.data download roxford5k"):
-        evaluate_job(tmp_path / "x", "datasets=[roxford5k]", f"data_root={tmp_path}")
+        evaluate_job(tmp_path / "x", "datasets=[roxford5k]", f"paths.data_root={tmp_path}")
 
 
 def test_generic_format_on_real_ukbench_photos(tmp_path, evaluate_job):

@@ -278,7 +278,7 @@ def test_ukbench_score_equals_evaluate(tmp_path, capsys):
     root = tmp_path / "data"
     folder = ukbench_folder(root / "test" / "ukbench" / "full")
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("evaluate", overrides=["datasets=[ukbench]", f"data_root={root}"])
+        cfg = compose("evaluate", overrides=["datasets=[ukbench]", f"paths.data_root={root}"])
     # The tool's defaults are evaluate.py's extraction.
     assert cfg.image_size == DEFAULT_IMAGE_SIZE and tuple(cfg.scales) == DEFAULT_SCALES
     with open_dict(cfg):

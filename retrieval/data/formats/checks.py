@@ -64,7 +64,10 @@ def require(path: Path, what: str, root: str | Path, dataset: str) -> Path:
         return path
     try:
         relative = path.relative_to(root)
-        where = f"data.root/{relative.as_posix()} (data.root = {root})"
+        where = (
+            f"<data root>/{relative.as_posix()} (the data root is {root}: "
+            "set it with paths.data_root=DIR, or data.root=DIR for train.py alone)"
+        )
     except ValueError:
         where = str(path)
     raise FileNotFoundError(

@@ -115,7 +115,8 @@ def test_missing_revisitop_names_file_and_command(tmp_path: Path, touch: Touch) 
     with pytest.raises(FileNotFoundError) as info:
         F.load_revisitop(tmp_path, "roxford5k")
     message = str(info.value)
-    assert "data.root/test/roxford5k/gnd_roxford5k.pkl" in message
+    assert "<data root>/test/roxford5k/gnd_roxford5k.pkl" in message
+    assert "paths.data_root=DIR" in message
     assert f"python -m retrieval.data download roxford5k --root {tmp_path}" in message
     revisitop_fixture(tmp_path, touch, "roxford5k")
     with pytest.raises(FileNotFoundError, match="revisitop1m image list"):
