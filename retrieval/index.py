@@ -10,6 +10,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 INDEX_TYPES = ("flat", "ivfpq", "hnsw")
+PQ_BITS = 8
+PQ_CENTROIDS = 2**PQ_BITS  # each PQ sub-quantiser's codebook, trained by k-means on the database
 
 
 def build_index(
@@ -23,13 +25,15 @@ def build_index(
     """A FAISS inner-product index over N x D database descriptors (on a GPU when FAISS has one)."""
     database = np.ascontiguousarray(database, dtype=np.float32)
     n, d = database.shape
+    if index_type == "ivfpq" and not _can_train_ivfpq(n, d, nlist, pq_m):
+        index_type = "flat"
     if index_type == "flat":
         index = faiss.IndexFlatIP(d)
     elif index_type == "ivfpq":
         nlist = nlist or max(1, min(int(4 * np.sqrt(n)), n // 39))
         pq_m = pq_m or _largest_divisor(d, limit=64)
         quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, PQ_BITS, faiss.METRIC_INNER_PRODUCT)
         index.train(database)
         index.nprobe = min(nlist, 16)
     elif index_type == "hnsw":
@@ -42,6 +46,24 @@ def build_index(
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     index.add(database)
     return index
+
+
+def _can_train_ivfpq(n: int, d: int, nlist: int | None, pq_m: int | None) -> bool:
+    """Whether n rows train IVF-PQ; if not, warn that exact search is used (FAISS would abort)."""
+    if pq_m is not None and d % pq_m:
+        raise ValueError(f"index=ivfpq: pq_m={pq_m} must divide the descriptor dimension {d}")
+    minimum = max(PQ_CENTROIDS, nlist or 1)  # k-means needs a point per centroid, in both
+    if n >= minimum:
+        return True
+    log.warning(
+        "index=ivfpq needs at least %d database images to train (its PQ codebooks have %d "
+        "centroids and its IVF %s lists); this database has %d: using the exact index (flat)",
+        minimum,
+        PQ_CENTROIDS,
+        nlist or "automatic",
+        n,
+    )
+    return False
 
 
 def _largest_divisor(d: int, limit: int) -> int:
