@@ -1,4 +1,4 @@
-"""FAISS indexes: an IVF-PQ index on a database too small to train it falls back to the exact one."""
+"""FAISS indexes: IVF-PQ on a database too small to train it falls back to the exact index."""
 
 from __future__ import annotations
 
