@@ -31,6 +31,7 @@ from retrieval.lightning.module import RetrievalModule
 from retrieval.lightning.pictures import ValidationPictures
 from retrieval.lightning.tuple_datamodule import MiningConfig, TupleDataModule
 from retrieval.models.net import RetrievalNet
+from retrieval.pipelines.accelerator import fall_back_to_cpu_without_gpu
 from retrieval.pipelines.clean import clean_labelled_images
 from retrieval.pipelines.config import (
     build_net_from_config,
@@ -130,6 +131,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     """Train as configured; returns the validation figures before and after, and the run paths."""
     check_known_keys(cfg, "train")
     validate_train_config(cfg)
+    fall_back_to_cpu_without_gpu(cfg)  # before any work: trainer=gpu on a CPU-only machine
     pl.seed_everything(int(cfg.seed), workers=True)
     run_dir = Path(str(cfg.run_dir))
     train_src, val_src, benchmark = build_sources(cfg)

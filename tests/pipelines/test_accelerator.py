@@ -1,0 +1,86 @@
+"""trainer=gpu (experiment=cirtorch_r101_gem sets it) on a machine without a GPU: a clear start."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+import retrieval.pipelines.train as train
+from retrieval.pipelines.accelerator import fall_back_to_cpu_without_gpu
+from retrieval.pipelines.config import ConfigError
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose_train(*overrides: str):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.run_dir = "/tmp/retrieval-test-run"
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_the_cirtorch_recipe_falls_back_to_the_cpu_with_a_warning(no_gpu: None) -> None:
+    cfg = compose_train("experiment=cirtorch_r101_gem", "data.root=/data")
+    assert cfg.trainer.accelerator == "gpu"
+    with pytest.warns(UserWarning, match=r"no CUDA GPU.*trainer=cpu"):
+        fall_back_to_cpu_without_gpu(cfg)
+    assert cfg.trainer.accelerator == "cpu" and cfg.trainer.precision == "32-true"
+    trainer = pl.Trainer(**{k: v for k, v in cfg.trainer.items() if k != "_target_"})
+    assert trainer.strategy.root_device.type == "cpu"
+
+
+def test_half_precision_of_trainer_gpu_becomes_32_true_on_the_cpu(no_gpu: None) -> None:
+    cfg = compose_train("trainer=gpu")
+    with pytest.warns(UserWarning, match=r"trainer\.precision=32-true"):
+        fall_back_to_cpu_without_gpu(cfg)
+    assert cfg.trainer.precision == "32-true"
+
+
+@pytest.mark.parametrize("trainer", ["cpu", "ddp_cpu", "default"])
+def test_cpu_trainers_are_left_alone_silently(no_gpu: None, trainer: str) -> None:
+    cfg = compose_train(f"trainer={trainer}")
+    before = dict(cfg.trainer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fall_back_to_cpu_without_gpu(cfg)
+    assert dict(cfg.trainer) == before
+
+
+def test_a_visible_gpu_keeps_trainer_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = compose_train("experiment=cirtorch_r101_gem", "data.root=/data")
+    fall_back_to_cpu_without_gpu(cfg)
+    assert cfg.trainer.accelerator == "gpu"
+
+
+def test_several_gpus_without_a_gpu_name_ddp_cpu(no_gpu: None) -> None:
+    cfg = compose_train("trainer=ddp")
+    with pytest.raises(ConfigError, match=r"trainer=ddp_cpu"):
+        fall_back_to_cpu_without_gpu(cfg)
+
+
+def test_train_falls_back_before_any_work(no_gpu: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {}
+
+    def first_work(cfg):
+        seen["accelerator"] = cfg.trainer.accelerator
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(train, "build_sources", first_work)
+    cfg = compose_train("experiment=cirtorch_r101_gem", "data.root=/data", "backbone.weights=none")
+    with pytest.warns(UserWarning, match="no CUDA GPU"), pytest.raises(RuntimeError, match="stop"):
+        train.run_training(cfg)
+    assert seen["accelerator"] == "cpu"
