@@ -166,11 +166,26 @@ def extract_benchmark(
         )
 
     database = run(list(benchmark.images), None, "database")
-    boxes = list(benchmark.query_boxes)
-    queries = run(
-        list(benchmark.queries), boxes if any(b is not None for b in boxes) else None, "queries"
-    )
+    rows = _database_rows_of_queries(benchmark)
+    queries = np.empty((len(benchmark.queries), database.shape[1]), dtype=database.dtype)
+    queries[rows >= 0] = database[rows[rows >= 0]]  # the same image, already extracted
+    missing = np.flatnonzero(rows < 0)
+    if missing.size:
+        boxes = [benchmark.query_boxes[q] for q in missing]
+        paths = [benchmark.queries[q] for q in missing]
+        cropped = any(box is not None for box in boxes)
+        queries[missing] = run(paths, boxes if cropped else None, "queries")
     return database, queries
+
+
+def _database_rows_of_queries(benchmark: RetrievalBenchmark) -> np.ndarray:
+    """Per query, the database row holding its descriptor (itself without a box), or -1."""
+    rows = np.full(len(benchmark.queries), -1, dtype=np.int64)
+    if benchmark.query_db_index is not None:
+        uncropped = np.array([box is None for box in benchmark.query_boxes], dtype=bool)
+        index = np.asarray(benchmark.query_db_index, dtype=np.int64)
+        rows[uncropped] = index[uncropped]
+    return rows
 
 
 def evaluate_net(

@@ -1,0 +1,54 @@
+"""Benchmark extraction: a query that is a database image without a box is extracted once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from retrieval.eval import benchmarks
+from retrieval.eval.benchmarks import ExtractionSettings, evaluate_net, leave_one_out_benchmark
+from retrieval.extraction.extract import extract_descriptors
+from retrieval.index import search
+from retrieval.models.net import build_net
+
+SETTINGS = ExtractionSettings(image_size=48, batch_size=4, progress=False)
+
+
+def photos(folder: Path, n: int = 8) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        path = folder / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (40 + 4 * i, 48, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_net("resnet18", "gem", weights="none").eval()
+
+
+def test_every_image_a_query_is_extracted_once_with_the_same_figures(net, tmp_path, monkeypatch):
+    paths = photos(tmp_path)
+    benchmark = leave_one_out_benchmark("loo", paths, np.array([0, 0, 1, 1, 2, 2, 3, 3]))
+    options = {"max_side": SETTINGS.image_size, "batch_size": SETTINGS.batch_size}
+    database = extract_descriptors(net, paths, progress=False, **options)
+    queries = extract_descriptors(net, paths, progress=False, **options)  # the old way: again
+    _, ranks = search(database, queries)
+    expected = benchmarks.score_ranks(benchmark, ranks)
+    extracted: list[Path] = []
+
+    def counting(net, paths, **kwargs):
+        extracted.extend(paths)
+        return extract_descriptors(net, paths, **kwargs)
+
+    monkeypatch.setattr(benchmarks, "extract_descriptors", counting)
+    figures, _ = evaluate_net(net, benchmark, SETTINGS)
+    assert sorted(extracted) == sorted(paths), "every image extracted exactly once"
+    assert figures == pytest.approx(expected, abs=1e-9)
