@@ -40,12 +40,22 @@ class FallingMap:
         return {"mAP": 100.0 / self.calls}
 
 
-def fit(world, run_dir: Path, max_epochs: int, ckpt_path: Path | None = None) -> pl.Trainer:
+class RisingMap(FallingMap):
+    """A validation 'benchmark' whose mAP only rises: every epoch is the best so far."""
+
+    def __call__(self, net) -> dict[str, float]:
+        self.calls += 1
+        return {"mAP": float(self.calls)}
+
+
+def fit(
+    world, run_dir: Path, max_epochs: int, ckpt_path: Path | None = None, evaluator=FallingMap
+) -> pl.Trainer:
     """Train the tiny module as train.py does (its checkpoint callbacks and IO)."""
     torch.manual_seed(0)
     net = build_net("resnet18", "gem", weights="none")
     module = RetrievalModule(
-        net, {"name": "contrastive", "margin": 0.7}, OPTIM, evaluator=FallingMap()
+        net, {"name": "contrastive", "margin": 0.7}, OPTIM, evaluator=evaluator()
     )
     data = TupleDataModule(source(world, "train"), MINING, source(world, "val"), output_dir=run_dir)
     trainer = pl.Trainer(
@@ -75,11 +85,30 @@ def test_last_checkpoint_is_the_latest_epoch_and_resume_redoes_none(world, tmp_p
     assert saved_at(best)[0] == 0, "the falling mAP keeps the best at epoch 0"
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     assert saved_at(last) == (1, killed.global_step)
+    assert last.stat().st_ino != best.stat().st_ino, "epoch 1 replaced the link, not its bytes"
     resumed = fit(world, tmp_path / "resumed", max_epochs=3, ckpt_path=last)
     assert resumed.global_step == killed.global_step * 3 // 2, "only the third epoch ran"
     assert saved_at(tmp_path / "resumed" / "checkpoints" / "last.ckpt") == (2, resumed.global_step)
     mined = sorted(p.name for p in (tmp_path / "resumed" / "tuples").glob("train_*.npz"))
     assert mined == ["train_epoch002.npz"], "no tuples mined for epochs the resumed run skips"
+
+
+def disk_bytes(folder: Path) -> int:
+    """Bytes the files under `folder` hold, a hard-linked file counted once (as du does)."""
+    sizes = {(p.stat().st_dev, p.stat().st_ino): p.stat().st_size for p in folder.rglob("*.ckpt")}
+    return sum(sizes.values())
+
+
+def test_last_checkpoint_equal_to_best_is_a_hard_link_and_resumes(world, tmp_path):
+    run = fit(world, tmp_path / "run", max_epochs=2, evaluator=RisingMap)
+    best, last = (tmp_path / "run" / "checkpoints" / f"{n}.ckpt" for n in ("best", "last"))
+    assert saved_at(best) == saved_at(last) == (1, run.global_step), "both hold the last epoch"
+    assert best.stat().st_ino == last.stat().st_ino, "last.ckpt is a second copy of best.ckpt"
+    assert disk_bytes(tmp_path / "run") == best.stat().st_size, "one checkpoint's bytes on disk"
+    assert not list(last.parent.glob(".*")), "no temporary file left beside them"
+    resumed = fit(world, tmp_path / "resumed", max_epochs=3, ckpt_path=last, evaluator=RisingMap)
+    assert resumed.global_step == run.global_step * 3 // 2, "only the third epoch ran"
+    assert saved_at(last) == (1, run.global_step), "the resumed run's writes left it as it was"
 
 
 class Payload:
