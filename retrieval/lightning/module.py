@@ -170,10 +170,15 @@ class RetrievalModule(pl.LightningModule):
             loss = self.multistage_step(batch)
             optimizer.step()
             size = len(batch["labels"]) if isinstance(batch, dict) else len(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self._log_step_and_epoch("loss", loss, size, prog_bar=True)
         for name, value in self.net.pooling.training_logs().items():  # e.g. GeM's p
-            self.log(f"train/{name}", value, batch_size=size)
+            self._log_step_and_epoch(name, value, size)
         return loss
+
+    def _log_step_and_epoch(self, name: str, value: Any, size: int, prog_bar: bool = False) -> None:
+        """train/NAME per epoch (every run has it), train/NAME_step every log_every_n_steps."""
+        self.log(f"train/{name}_step", value, prog_bar=prog_bar, batch_size=size)
+        self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=size)
 
     def validation_step(self, batch: TupleBatch | LabelBatch, batch_idx: int) -> torch.Tensor:
         loss, size = self._batch_loss(batch)

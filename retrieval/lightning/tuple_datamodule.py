@@ -161,6 +161,10 @@ class TupleDataModule(pl.LightningDataModule):
         seconds = time.perf_counter() - start
         stats.update(seconds=seconds, images_per_second=len(ids) / seconds)
         self.last_statistics = {f"{split}/mining_{k}": float(v) for k, v in stats.items()}
+        log.info(
+            "mined %s tuples of epoch %d: %d images in %.1f s (%.1f images/s)",
+            *(split, epoch, len(ids), seconds, len(ids) / seconds),
+        )
         self._save(tuples, split)
         return tuples
 
@@ -178,13 +182,15 @@ class TupleDataModule(pl.LightningDataModule):
             channels_last=self.config.channels_last,
             fold_bn=self.config.fold_bn,
             compile=self.config.compile,
-            progress=False,
+            progress=self._rank_zero(),  # one bar under DDP
             desc=f"mining {split}",
         )
 
+    def _rank_zero(self) -> bool:
+        return self.trainer is None or self.trainer.is_global_zero
+
     def _save(self, tuples: EpochTuples, split: str) -> None:
-        rank_zero = self.trainer is None or self.trainer.is_global_zero
-        if self.output_dir is not None and rank_zero:
+        if self.output_dir is not None and self._rank_zero():
             tuples.save(self.output_dir / "tuples" / f"{split}_epoch{tuples.epoch:03d}.npz")
 
     def _epoch_tuples(self, split: str) -> EpochTuples:

@@ -6,6 +6,7 @@ import logging
 import netrc
 import os
 import socket
+import warnings
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -96,3 +97,19 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
             kwargs["name"] = kwargs.get("name") or run_name
         loggers.append(hydra.utils.get_class(kwargs.pop("_target_"))(**kwargs))
     return loggers
+
+
+class _DropLitLoggerTip(logging.Filter):
+    """Drops Lightning's advertisement for its cloud logger (every Trainer prints it)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def silence_lightning_noise() -> None:
+    """Hide two messages every run printed that say nothing about the run (issue 18), only those."""
+    rank_zero_logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropLitLoggerTip) for f in rank_zero_logger.filters):
+        rank_zero_logger.addFilter(_DropLitLoggerTip())
+    # Lightning's own _pytree helper uses a torch API torch now deprecates: nothing a user can fix.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")

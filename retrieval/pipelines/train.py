@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from retrieval.atomic import atomic_write
 from retrieval.checkpoint import save_checkpoint
@@ -39,7 +40,12 @@ from retrieval.pipelines.config import (
     validate_train_config,
 )
 from retrieval.pipelines.known_keys import check_known_keys
-from retrieval.pipelines.loggers import build_loggers, finish_loggers, hydra_overrides
+from retrieval.pipelines.loggers import (
+    build_loggers,
+    finish_loggers,
+    hydra_overrides,
+    silence_lightning_noise,
+)
 from retrieval.pipelines.sources import build_sources
 
 log = logging.getLogger(__name__)
@@ -55,15 +61,24 @@ class BenchmarkEvaluator:
         self.last_statistics: dict[str, float] = {}
 
     def __call__(self, net: RetrievalNet) -> dict[str, float]:
-        settings = dataclasses.replace(self.settings, device=next(net.parameters()).device)
+        settings = dataclasses.replace(
+            self.settings,
+            device=next(net.parameters()).device,
+            progress=self.settings.progress and rank_zero_only.rank == 0,  # one bar under DDP
+        )
         start = time.perf_counter()
         database, queries = extract_benchmark(net, self.benchmark, settings)
         seconds = time.perf_counter() - start
         _, self.last_ranks = search(database, queries)
+        images = len(database) + len(queries)
         self.last_statistics = {
             "extract_seconds": seconds,
-            "extract_images_per_second": (len(database) + len(queries)) / seconds,
+            "extract_images_per_second": images / seconds,
         }
+        log.info(
+            "evaluated %s: %d images in %.1f s (%.1f images/s)",
+            *(self.benchmark.name, images, seconds, images / seconds),
+        )
         return score_ranks(self.benchmark, self.last_ranks)
 
 
@@ -73,7 +88,7 @@ def make_evaluator(cfg: DictConfig, benchmark: Any) -> BenchmarkEvaluator:
         image_size=int(cfg.data.test_image_size),
         scales=tuple(cfg.data.test_scales),
         batch_size=int(cfg.data.mining_batch_size),
-        progress=False,
+        progress=True,
         num_workers=int(cfg.data.num_workers),
         **mining_extract_options(cfg),
     )
@@ -129,6 +144,7 @@ def _class_datamodule(cfg: DictConfig, train_src: Any, val_src: Any) -> ClassDat
 
 def run_training(cfg: DictConfig) -> dict[str, Any]:
     """Train as configured; returns the validation figures before and after, and the run paths."""
+    silence_lightning_noise()
     check_known_keys(cfg, "train")
     validate_train_config(cfg)
     fall_back_to_cpu_without_gpu(cfg)  # before any work: trainer=gpu on a CPU-only machine

@@ -170,3 +170,62 @@ def test_geometry_aware_positives_come_from_the_sidecar(
     tuples = EpochTuples.load(tmp_path / "tuples" / "train_epoch000.npz")
     for query, positive in zip(tuples.query, tuples.positive, strict=True):
         assert positive in [image for image, _ in candidates[int(query)]]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, str]:
+    """One tiny train.py run at the default logging interval: its directory and its output."""
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    overrides = ["trainer.log_every_n_steps=50", "logger=[csv]", "evaluate_before=true"]
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "debug=tiny", "trainer.max_epochs=1", *overrides]
+        + [f"hydra.run.dir={run_dir}"],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        cwd=run_dir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir, done.stdout + done.stderr
+
+
+def test_a_run_shows_its_mining_and_evaluation_stages(tiny_run):
+    run_dir, output = tiny_run
+    log = (run_dir / "train.log").read_text()
+    for stage in ("mined train tuples", "mined val tuples", "evaluated synthetic-rox"):
+        assert stage in log, stage
+        assert "images/s" in log.split(stage, 1)[1].splitlines()[0]
+    for bar in ("mining train", "mining val", "synthetic-rox database", "synthetic-rox queries"):
+        assert bar in output, bar  # the extraction bars, on stderr
+
+
+def test_short_runs_log_the_loss_and_gem_p_per_epoch(tiny_run):
+    run_dir, _ = tiny_run
+    (metrics,) = (run_dir / "csv").rglob("metrics.csv")
+    rows = metrics.read_text().splitlines()
+    header = rows[0].split(",")
+    epoch_rows = [dict(zip(header, row.split(","), strict=True)) for row in rows[1:]]
+    for key in ("train/loss", "train/gem_p"):
+        assert key in header and any(row[key] for row in epoch_rows), key
+
+
+def test_a_run_prints_neither_the_litlogger_tip_nor_the_pytree_warning(tiny_run):
+    _, output = tiny_run
+    assert "litlogger" not in output and "_pytree" not in output
+    assert "GPU available" in output  # Lightning's other messages stay
+
+
+def test_a_failed_run_leaves_its_error_in_the_run_log(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *TINY_JOB, "data.nnum=7"]
+        + [f"hydra.run.dir={tmp_path}"],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    log = (tmp_path / "train.log").read_text()
+    assert "Traceback" in log and "data.nnum" in log
