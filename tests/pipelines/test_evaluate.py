@@ -1,7 +1,9 @@
-"""evaluate.py's start-up: every bad value fails before any work; the synthetic world on demand."""
+"""evaluate.py's start-up: every bad value fails before any work; the synthetic world on demand;
+the data root is `paths.data_root` (one name for both jobs; `data_root=` deprecated)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from PIL import Image
 
 import retrieval.data.synthetic as synthetic
 import retrieval.pipelines.evaluate as evaluate
+from retrieval.data import formats
 from retrieval.data.formats import write_generic_groundtruth
 from retrieval.pipelines.config import ConfigError
 
@@ -104,3 +107,38 @@ def test_generic_dataset_does_not_generate_the_synthetic_world(tmp_path, monkeyp
     assert list(results) == [folder.name]
     with pytest.raises(AssertionError, match="synthetic world was generated"):
         evaluate.run_evaluation(compose_evaluate(tmp_path, "datasets=[synthetic-rox]"))
+
+
+# -- the data root --------------------------------------------------------------------------------
+def test_paths_data_root_is_the_data_root_without_a_warning(tmp_path: Path) -> None:
+    cfg = compose_evaluate(tmp_path, f"paths.data_root={tmp_path}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate.validate_evaluate_config(cfg)
+        assert evaluate.evaluation_root(cfg) == tmp_path
+
+
+def test_old_data_root_still_works_and_warns_naming_paths_data_root(tmp_path: Path) -> None:
+    cfg = compose_evaluate(tmp_path, f"data_root={tmp_path}")
+    with pytest.warns(FutureWarning, match=r"paths\.data_root="):
+        evaluate.validate_evaluate_config(cfg)
+    assert evaluate.evaluation_root(cfg) == tmp_path
+
+
+def test_a_real_benchmark_without_a_data_root_names_paths_data_root_before_any_work(
+    tmp_path: Path, no_work: None
+) -> None:
+    cfg = compose_evaluate(tmp_path, "datasets=[synthetic-rox,roxford5k]")
+    with pytest.raises(ConfigError, match=r"paths\.data_root=") as err:
+        evaluate.run_evaluation(cfg)
+    assert "roxford5k" in str(err.value)
+    assert "python -m retrieval.data download roxford5k" in str(err.value)
+    assert "data.root" not in str(err.value).replace("paths.data_root", "")
+
+
+def test_a_missing_benchmark_file_names_paths_data_root(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError) as err:
+        formats.load_revisitop(tmp_path, "roxford5k")
+    message = str(err.value)
+    assert "test/roxford5k/gnd_roxford5k.pkl" in message
+    assert "paths.data_root=" in message
