@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
 
 import retrieval.pipelines.train as train
 from retrieval.pipelines.accelerator import fall_back_to_cpu_without_gpu
@@ -18,21 +16,14 @@ from retrieval.pipelines.config import ConfigError
 CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
-def compose_train(*overrides: str):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.run_dir = "/tmp/retrieval-test-run"
-        del cfg["hydra"]
-    return cfg
-
-
 @pytest.fixture
 def no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
-def test_the_cirtorch_recipe_falls_back_to_the_cpu_with_a_warning(no_gpu: None) -> None:
+def test_the_cirtorch_recipe_falls_back_to_the_cpu_with_a_warning(
+    no_gpu: None, compose_train
+) -> None:
     cfg = compose_train("experiment=cirtorch_r101_gem", "data.root=/data")
     assert cfg.trainer.accelerator == "gpu"
     with pytest.warns(UserWarning, match=r"no CUDA GPU.*trainer=cpu"):
@@ -42,7 +33,9 @@ def test_the_cirtorch_recipe_falls_back_to_the_cpu_with_a_warning(no_gpu: None) 
     assert trainer.strategy.root_device.type == "cpu"
 
 
-def test_half_precision_of_trainer_gpu_becomes_32_true_on_the_cpu(no_gpu: None) -> None:
+def test_half_precision_of_trainer_gpu_becomes_32_true_on_the_cpu(
+    no_gpu: None, compose_train
+) -> None:
     cfg = compose_train("trainer=gpu")
     with pytest.warns(UserWarning, match=r"trainer\.precision=32-true"):
         fall_back_to_cpu_without_gpu(cfg)
@@ -50,7 +43,7 @@ def test_half_precision_of_trainer_gpu_becomes_32_true_on_the_cpu(no_gpu: None) 
 
 
 @pytest.mark.parametrize("trainer", ["cpu", "ddp_cpu", "default"])
-def test_cpu_trainers_are_left_alone_silently(no_gpu: None, trainer: str) -> None:
+def test_cpu_trainers_are_left_alone_silently(no_gpu: None, trainer: str, compose_train) -> None:
     cfg = compose_train(f"trainer={trainer}")
     before = dict(cfg.trainer)
     with warnings.catch_warnings():
@@ -59,20 +52,22 @@ def test_cpu_trainers_are_left_alone_silently(no_gpu: None, trainer: str) -> Non
     assert dict(cfg.trainer) == before
 
 
-def test_a_visible_gpu_keeps_trainer_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_visible_gpu_keeps_trainer_gpu(monkeypatch: pytest.MonkeyPatch, compose_train) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     cfg = compose_train("experiment=cirtorch_r101_gem", "data.root=/data")
     fall_back_to_cpu_without_gpu(cfg)
     assert cfg.trainer.accelerator == "gpu"
 
 
-def test_several_gpus_without_a_gpu_name_ddp_cpu(no_gpu: None) -> None:
+def test_several_gpus_without_a_gpu_name_ddp_cpu(no_gpu: None, compose_train) -> None:
     cfg = compose_train("trainer=ddp")
     with pytest.raises(ConfigError, match=r"trainer=ddp_cpu"):
         fall_back_to_cpu_without_gpu(cfg)
 
 
-def test_train_falls_back_before_any_work(no_gpu: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_falls_back_before_any_work(
+    no_gpu: None, monkeypatch: pytest.MonkeyPatch, compose_train
+) -> None:
     seen = {}
 
     def first_work(cfg):

@@ -8,7 +8,7 @@ import hydra
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from retrieval.pipelines.config import (
     ConfigError,
@@ -28,24 +28,15 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def compose_train(*overrides: str):
-    with initialize_config_dir(str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.run_dir = "/tmp/retrieval-test-run"
-        del cfg["hydra"]
-    return cfg
-
-
 @pytest.mark.parametrize("backbone", options("backbone"))
-def test_every_backbone_option_builds(backbone):
+def test_every_backbone_option_builds(backbone, compose_train):
     cfg = compose_train(f"backbone={backbone}", "backbone.weights=none", "pooling=mac")
     net = build_net_from_config(cfg)
     assert net.meta["backbone"] == backbone
 
 
 @pytest.mark.parametrize("pooling", options("pooling"))
-def test_every_pooling_option_builds(pooling):
+def test_every_pooling_option_builds(pooling, compose_train):
     backbone = "alexnet" if pooling == "neural_codes" else "resnet18"
     cfg = compose_train(f"pooling={pooling}", f"backbone={backbone}", "backbone.weights=none")
     validate_train_config(cfg)
@@ -54,7 +45,7 @@ def test_every_pooling_option_builds(pooling):
 
 
 @pytest.mark.parametrize("group", ["loss", "optimizer", "data"])
-def test_every_option_of_simple_groups_validates(group):
+def test_every_option_of_simple_groups_validates(group, compose_train):
     for option in options(group):
         overrides = [f"{group}={option}"]
         if option in ("sfm120k", "sfm30k", "labels"):
@@ -64,7 +55,7 @@ def test_every_option_of_simple_groups_validates(group):
 
 
 @pytest.mark.parametrize("trainer", options("trainer"))
-def test_every_trainer_option_instantiates(trainer, tmp_path):
+def test_every_trainer_option_instantiates(trainer, tmp_path, compose_train):
     cfg = compose_train(f"trainer={trainer}")
     if cfg.trainer.accelerator == "gpu":  # no GPU here: check the rest of the composition
         cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.precision = "cpu", 1, "32-true"
@@ -77,7 +68,7 @@ def test_every_trainer_option_instantiates(trainer, tmp_path):
 
 
 @pytest.mark.parametrize("logger", [o for o in options("logger") if o != "none"])
-def test_every_logger_option_instantiates(logger, tmp_path, monkeypatch):
+def test_every_logger_option_instantiates(logger, tmp_path, monkeypatch, compose_train):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     cfg = compose_train(f"logger=[{logger}]")
@@ -86,7 +77,7 @@ def test_every_logger_option_instantiates(logger, tmp_path, monkeypatch):
     assert type(built).__name__.lower().startswith(logger.replace("tensorboard", "tensorboard"))
 
 
-def test_experiment_reproduces_cirtorch_recipe():
+def test_experiment_reproduces_cirtorch_recipe(compose_train):
     cfg = compose_train("experiment=cirtorch_r101_gem", "data.root=/data")
     assert cfg.backbone.name == "resnet101" and cfg.pooling.name == "gem"
     assert cfg.loss.margin == 0.85 and cfg.optimizer.lr == 5e-7
@@ -95,7 +86,7 @@ def test_experiment_reproduces_cirtorch_recipe():
     assert (cfg.data.image_size, cfg.data.test_image_size) == (362, 1024)
 
 
-def test_unknown_choice_lists_valid_options():
+def test_unknown_choice_lists_valid_options(compose_train):
     with pytest.raises(MissingConfigException) as err:
         compose_train("pooling=gemm")
     message = str(err.value)
@@ -117,7 +108,7 @@ def test_unknown_choice_lists_valid_options():
         ("+data.chunk_size=big", "data.chunk_size"),
     ],
 )
-def test_invalid_values_fail_at_start_up_naming_the_key(override, key):
+def test_invalid_values_fail_at_start_up_naming_the_key(override, key, compose_train):
     cfg = compose_train(override)
     with pytest.raises(ConfigError, match=f"`{key}`"):
         validate_train_config(cfg)
@@ -157,7 +148,9 @@ def test_extract_options_are_validated():
         ("+paths.cachedir=/tmp", "paths.cachedir", "paths.cache_dir"),
     ],
 )
-def test_a_key_added_with_plus_under_a_fixed_group_is_refused(override, key, closest):
+def test_a_key_added_with_plus_under_a_fixed_group_is_refused(
+    override, key, closest, compose_train
+):
     """Hydra's advice for a typo (`+data.nnumm=3`) would add a key nothing reads."""
     cfg = compose_train(override)
     with pytest.raises(ConfigError, match=f"Unknown config key `{key}`.*did you mean `{closest}`"):
@@ -174,7 +167,7 @@ def test_a_key_added_with_plus_under_a_fixed_group_is_refused(override, key, clo
         ["+data.synthetic.workers=1"],  # a SyntheticConfig field no option sets
     ],
 )
-def test_keys_that_may_be_added_with_plus_still_are(overrides):
+def test_keys_that_may_be_added_with_plus_still_are(overrides, compose_train):
     check_known_keys(compose_train(*overrides), "train")
 
 
