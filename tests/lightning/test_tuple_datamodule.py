@@ -28,8 +28,9 @@ def net():
     return build_net("efficientnet_lite0", "gem", weights="imagenet").eval()
 
 
-def train_source(root) -> TupleSource:
-    split = formats.load_sfm_db(root, "synthetic-sfm")["train"]
+def sfm_source(root, split: str = "train") -> TupleSource:
+    """A split of the world's SfM database as the mining sees it (fixed positives)."""
+    split = formats.load_sfm_db(root, "synthetic-sfm")[split]
     return TupleSource(
         list(split.image_paths),
         np.asarray(split.cluster),
@@ -62,7 +63,7 @@ PINNED_TUPLES = [
 
 
 def test_descriptors_are_pinned(world, net):
-    paths = train_source(world).paths[:4]
+    paths = sfm_source(world).paths[:4]
     desc = extract_descriptors(net, paths, max_side=96, batch_size=2, precision="fp32")
     np.testing.assert_allclose(desc[:, PINNED_COLUMNS], PINNED_DESCRIPTORS, atol=2e-5)
     np.testing.assert_allclose(desc @ desc.T, PINNED_SIMILARITIES, atol=2e-5)
@@ -70,7 +71,7 @@ def test_descriptors_are_pinned(world, net):
 
 def test_one_epoch_of_tuples_is_pinned(world, net):
     config = MiningConfig(qsize=6, poolsize=24, nnum=2, image_size=96, precision="fp32")
-    tuples = TupleDataModule(train_source(world), config).mine(net, epoch=0)
+    tuples = TupleDataModule(sfm_source(world), config).mine(net, epoch=0)
     got = [tuples.query.tolist(), tuples.positive.tolist(), tuples.negatives.tolist()]
     assert got == PINNED_TUPLES
 
@@ -82,20 +83,10 @@ def test_one_epoch_of_tuples_is_pinned(world, net):
 MINING = MiningConfig(qsize=6, poolsize=24, nnum=2, image_size=96, precision="fp32")
 
 
-def val_source(root) -> TupleSource:
-    split = formats.load_sfm_db(root, "synthetic-sfm")["val"]
-    return TupleSource(
-        list(split.image_paths),
-        np.asarray(split.cluster),
-        np.asarray(split.qidxs),
-        np.asarray(split.pidxs),
-    )
-
-
 @pytest.fixture(scope="module")
 def reference_descriptors(world, net):
     """Descriptors of every training image, extracted once on their own (not by the module)."""
-    paths = train_source(world).paths
+    paths = sfm_source(world).paths
     desc = extract_descriptors(net, paths, max_side=96, batch_size=8, precision="fp32")
     return torch.from_numpy(desc)
 
@@ -109,7 +100,7 @@ def epochs(world, net):
         draws.append(sample_epoch(*args, **kwargs))
         return draws[-1]
 
-    module = TupleDataModule(train_source(world), dataclasses.replace(MINING, nnum=3))
+    module = TupleDataModule(sfm_source(world), dataclasses.replace(MINING, nnum=3))
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tuple_datamodule, "sample_epoch", spy)
         mined = [module.mine(net, epoch) for epoch in (0, 0, 1)]
@@ -143,7 +134,7 @@ def test_each_epoch_draws_new_pairs_and_pool_and_repeats_exactly(world, epochs):
     assert first.query.tolist() != second.query.tolist()
     assert (first.epoch, second.epoch) == (0, 1)
     # The queries and (fixed) positives are the database pairs that were drawn.
-    source = train_source(world)
+    source = sfm_source(world)
     for tuples, pairs in ((first, pairs0), (second, pairs1)):
         assert tuples.query.tolist() == source.qidxs[pairs.numpy()].tolist()
         assert tuples.positive.tolist() == source.pidxs[pairs.numpy()].tolist()
@@ -154,7 +145,7 @@ def test_negatives_are_the_full_sort_walk_one_per_other_model(
     world, epochs, reference_descriptors, epoch
 ):
     tuples, (_, pool) = epochs[2 * epoch]
-    clusters = train_source(world).clusters
+    clusters = sfm_source(world).clusters
     neg_clusters = clusters[tuples.negatives]
     assert (neg_clusters != clusters[tuples.query][:, None]).all()  # never the query's model
     assert all(len(set(row)) == 3 for row in neg_clusters.tolist())  # at most one per model
@@ -179,11 +170,11 @@ class RecordingLogger:
 
 def test_dataloaders_save_the_epoch_tuples_and_val_mines_the_db_pairs(world, net, tmp_path):
     sfm = formats.sfm_dir(world, "synthetic-sfm")
-    train = train_source(world)
+    train = sfm_source(world)
     train.candidates = formats.read_positives_sidecar(
         sfm / "synthetic-sfm-positives.npz", len(train.paths)
     ).to_lists()
-    val = val_source(world)
+    val = sfm_source(world, "val")
     config = dataclasses.replace(MINING, positives="random_topk_inliers", positive_topk=2)
     module = TupleDataModule(train, config, val, output_dir=tmp_path)
     logger = RecordingLogger()
@@ -222,17 +213,16 @@ def test_dataloaders_save_the_epoch_tuples_and_val_mines_the_db_pairs(world, net
 )
 def test_invalid_mining_values_fail_when_the_module_is_built(world, change, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-        TupleDataModule(train_source(world), dataclasses.replace(MINING, **change))
+        TupleDataModule(sfm_source(world), dataclasses.replace(MINING, **change))
 
 
 def test_mining_errors_and_warnings_name_the_split_too_small(world, caplog):
     """8 training landmarks, 4 validation ones: nnum=4 needs 5 models, which validation lacks."""
+    val = sfm_source(world, "val")
+    n_val = len(val.paths)
     with pytest.raises(ValueError, match=r"validation split has 4 clusters but data\.nnum=4"):
-        TupleDataModule(train_source(world), dataclasses.replace(MINING, nnum=4), val_source(world))
-    n_val = len(val_source(world).paths)
+        TupleDataModule(sfm_source(world), dataclasses.replace(MINING, nnum=4), val)
     with caplog.at_level("WARNING", logger="retrieval.data.tuples"):
-        TupleDataModule(
-            train_source(world), dataclasses.replace(MINING, poolsize=n_val + 1), val_source(world)
-        )
+        TupleDataModule(sfm_source(world), dataclasses.replace(MINING, poolsize=n_val + 1), val)
     assert f"exceeds the {n_val} validation images" in caplog.text
     assert "training images" not in caplog.text
