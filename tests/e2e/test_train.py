@@ -100,22 +100,22 @@ def test_invalid_mining_setup_fails_before_training(tmp_path, train_job):
         train_job(tmp_path, "data.nnum=7")
 
 
+def run_train_py(run_dir: Path, *overrides: str, timeout: int = 600):
+    """`python train.py OVERRIDES` in its own process, writing into run_dir."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={run_dir}"],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        cwd=run_dir.parent,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def test_ddp_on_two_cpu_processes_mines_the_single_process_tuples(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    common = [
-        sys.executable,
-        str(ROOT / "train.py"),
-        *TINY_JOB,
-    ]
     for name, extra in (("single", []), ("ddp", ["trainer=ddp_cpu"])):
-        subprocess.run(
-            [*common, *extra, f"hydra.run.dir={tmp_path / name}"],
-            env=env,
-            cwd=tmp_path,
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
+        done = run_train_py(tmp_path / name, *TINY_JOB, *extra)
+        assert done.returncode == 0, done.stderr[-3000:]
     single = EpochTuples.load(tmp_path / "single" / "tuples" / "train_epoch000.npz")
     ddp = EpochTuples.load(tmp_path / "ddp" / "tuples" / "train_epoch000.npz")
     np.testing.assert_array_equal(single.query, ddp.query)
@@ -177,15 +177,7 @@ def tiny_run(tmp_path_factory) -> tuple[Path, str]:
     """One tiny train.py run at the default logging interval: its directory and its output."""
     run_dir = tmp_path_factory.mktemp("tiny_run")
     overrides = ["trainer.log_every_n_steps=50", "logger=[csv]", "evaluate_before=true"]
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "debug=tiny", "trainer.max_epochs=1", *overrides]
-        + [f"hydra.run.dir={run_dir}"],
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        cwd=run_dir,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = run_train_py(run_dir, "debug=tiny", "trainer.max_epochs=1", *overrides)
     assert done.returncode == 0, done.stderr[-3000:]
     return run_dir, done.stdout + done.stderr
 
@@ -217,15 +209,7 @@ def test_a_run_prints_neither_the_litlogger_tip_nor_the_pytree_warning(tiny_run)
 
 
 def test_a_failed_run_leaves_its_error_in_the_run_log(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *TINY_JOB, "data.nnum=7"]
-        + [f"hydra.run.dir={tmp_path}"],
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_train_py(tmp_path, *TINY_JOB, "data.nnum=7", timeout=300)
     assert done.returncode != 0
     log = (tmp_path / "train.log").read_text()
     assert "Traceback" in log and "data.nnum" in log
