@@ -6,13 +6,8 @@
 """
 
 from retrieval.search.engine import Hit, Searcher
-from retrieval.search.store import (
-    IndexStore,
-    NetworkMismatchError,
-    SearchError,
-    UpdateReport,
-    update_index,
-)
+from retrieval.search.errors import NetworkMismatchError, SearchError
+from retrieval.search.store import IndexStore, UpdateReport, update_index
 
 __all__ = [
     "Hit",

@@ -16,17 +16,11 @@ from collections.abc import Sequence
 
 from retrieval.atomic import DiskFullError
 from retrieval.search.engine import Searcher, ukbench_score
+from retrieval.search.errors import SearchError
 from retrieval.search.html import write_results_page
+from retrieval.search.network import DEFAULT_BACKBONE, DEFAULT_POOLING
 from retrieval.search.server import make_server
-from retrieval.search.store import (
-    DEFAULT_BACKBONE,
-    DEFAULT_IMAGE_SIZE,
-    DEFAULT_POOLING,
-    DEFAULT_SCALES,
-    IndexStore,
-    SearchError,
-    update_index,
-)
+from retrieval.search.store import DEFAULT_IMAGE_SIZE, DEFAULT_SCALES, IndexStore, update_index
 
 log = logging.getLogger("retrieval.search")
 

@@ -13,16 +13,9 @@ from retrieval.data.transforms import load_image, prepared_size
 from retrieval.eval.metrics import ukbench_ns_score
 from retrieval.extraction.extract import extract_descriptors
 from retrieval.extraction.inference import inference_copy
-from retrieval.search.store import (
-    INDEX_FILE,
-    DamagedIndexError,
-    IndexStore,
-    SearchError,
-    load_network,
-    network_record,
-    network_source,
-    usable_device,
-)
+from retrieval.search.errors import DamagedIndexError, SearchError
+from retrieval.search.network import load_network, network_record, network_source, usable_device
+from retrieval.search.store import INDEX_FILE, IndexStore
 from retrieval.types import Box
 
 log = logging.getLogger(__name__)

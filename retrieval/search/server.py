@@ -31,8 +31,10 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from PIL import Image
 
+from retrieval.data.formats import IMAGE_SUFFIXES
 from retrieval.data.transforms import clip_box
 from retrieval.search.engine import Hit, Searcher
+from retrieval.search.errors import SearchError
 from retrieval.search.html import (
     STYLE,
     error_section,
@@ -41,7 +43,6 @@ from retrieval.search.html import (
     results_section,
     thumbnail_uri,
 )
-from retrieval.search.store import IMAGE_SUFFIXES, SearchError
 from retrieval.search.upload import (
     MAX_K,
     Upload,

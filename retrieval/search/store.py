@@ -41,7 +41,6 @@ from retrieval.index import build_index
 from retrieval.models.net import RetrievalNet
 from retrieval.search.errors import (
     DamagedIndexError,
-    IndexInUseError,
     NetworkMismatchError,
     SearchError,
     is_system_error,
@@ -55,7 +54,6 @@ from retrieval.search.network import (
     load_network,
     network_record,
     network_source,
-    usable_device,
 )
 
 log = logging.getLogger(__name__)
@@ -65,18 +63,6 @@ FORMAT_VERSION = 1
 # The extraction of evaluate.py (conf/evaluate.yaml), so that the tool and the benchmarks agree.
 DEFAULT_IMAGE_SIZE = 1024
 DEFAULT_SCALES = (1.0, 2**-0.5, 0.5)
-__all__ = [  # re-exported: the CLI, the server and users import them from here
-    "DEFAULT_BACKBONE",
-    "DEFAULT_POOLING",
-    "DamagedIndexError",
-    "IndexInUseError",
-    "NetworkMismatchError",
-    "SearchError",
-    "load_network",
-    "network_record",
-    "network_source",
-    "usable_device",
-]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import BinaryIO
 from PIL import Image, UnidentifiedImageError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from retrieval.search.store import IMAGE_SUFFIXES
+from retrieval.data.formats import IMAGE_SUFFIXES
 from retrieval.types import Box
 
 MAX_UPLOAD_BYTES = 64 * 2**20

@@ -15,8 +15,8 @@ import time
 import pytest
 
 from retrieval.search.cli import main
+from retrieval.search.errors import SearchError
 from retrieval.search.server import make_server
-from retrieval.search.store import SearchError
 from tests.security.hostile import Client, multipart, png_header_bomb, traced_peak
 
 SECURITY_HEADERS = ("x-content-type-options", "content-security-policy", "x-frame-options")
