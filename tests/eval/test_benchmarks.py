@@ -52,3 +52,19 @@ def test_every_image_a_query_is_extracted_once_with_the_same_figures(net, tmp_pa
     figures, _ = evaluate_net(net, benchmark, SETTINGS)
     assert sorted(extracted) == sorted(paths), "every image extracted exactly once"
     assert figures == pytest.approx(expected, abs=1e-9)
+
+
+def test_holidays_scores_the_official_way_on_a_hand_ranking(tmp_path):
+    names = ["100000", "100001", "100002", "100100", "100101", "100200"]
+    for name in names:
+        (tmp_path / "jpg").mkdir(exist_ok=True)
+        (tmp_path / "jpg" / f"{name}.jpg").write_bytes(b"\xff\xd8")
+    bench = benchmarks.load_benchmark("holidays", tmp_path)
+    assert [q.stem for q in bench.queries] == ["100000", "100100"]  # 100200 is alone
+    ranks = np.array([[0, 3, 1, 5, 2, 4], [4, 3, 0, 1, 2, 5]])
+    # query 100000 without itself: [3, 1, 5, 2, 4], positives 1 and 2 at positions 1 and 3:
+    # trapezoids (0/1 + 1/2) / 2 and (1/3 + 2/4) / 2, each over 2 positives -> 1/3;
+    # query 100100 without itself: 100101 first -> AP 1. mAP = (1/3 + 1) / 2.
+    figures = benchmarks.score_ranks(bench, ranks)
+    assert figures["mAP"] == pytest.approx(100 * (1 / 3 + 1) / 2)
+    assert "N-S" not in figures

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from retrieval.data.formats.revisitop import (
 )
 from retrieval.data.formats.safe_pickle import write_pickle
 from retrieval.types import RetrievalBenchmark
+
+log = logging.getLogger(__name__)
 
 
 def write_oxford_gnd(
@@ -81,7 +85,9 @@ def load_holidays(root: str | Path) -> RetrievalBenchmark:
     """Load INRIA Holidays (``NNNNNN.jpg``, group = number // 100, query = first of each group).
 
     Images are searched in ``<root>/test/holidays/jpg``, ``<root>/holidays/jpg`` and
-    ``<root>/jpg``. All images form the database; each query's own image is junk.
+    ``<root>/jpg`` (a subset such as holidays805 works too). All images form the database; each
+    query's own image is junk (removed from its ranking, as the official script does). A group
+    with a single image has no positive: it stays in the database but is not a query.
     """
     folder = _find_image_dir(Path(root), "holidays", ("jpg",))
     found = sorted(p for p in folder.glob("*.jpg") if p.stem.isdigit() and len(p.stem) == 6)
@@ -91,7 +97,12 @@ def load_holidays(root: str | Path) -> RetrievalBenchmark:
             f"Download them with: {download_command('holidays', root)}"
         )
     labels = [str(int(p.stem) // 100) for p in found]
-    is_query = [i == 0 or labels[i] != labels[i - 1] for i in range(len(found))]
+    sizes = Counter(labels)
+    first = [i == 0 or labels[i] != labels[i - 1] for i in range(len(found))]
+    is_query = [f and sizes[label] > 1 for f, label in zip(first, labels, strict=True)]
+    single = [p.name for p, label in zip(found, labels, strict=True) if sizes[label] == 1]
+    if single:
+        log.info("holidays: %d one-image group(s) are database-only: %s", len(single), single[:5])
     return group_benchmark(
         "holidays", "holidays", found, labels, is_query, [False] * len(found), Problems(folder)
     )

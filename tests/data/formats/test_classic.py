@@ -62,9 +62,9 @@ def test_holidays_groups_and_first_query(tmp_path: Path, touch: Touch) -> None:
     np.testing.assert_array_equal(bench.gnd[1]["ok"], [4])
     np.testing.assert_array_equal(bench.gnd[1]["junk"], [3])
     np.testing.assert_array_equal(bench.query_db_index, [0, 3])
-    touch([tmp_path / "holidays/jpg/100200.jpg"])
-    with pytest.raises(F.DatasetFormatError, match=r"100200.jpg \(object 1002\): no other image"):
-        F.load_holidays(tmp_path)
+    touch([tmp_path / "holidays/jpg/100200.jpg"])  # a one-image group: database only
+    bench = F.load_holidays(tmp_path)
+    assert [q.stem for q in bench.queries] == ["100000", "100100"] and len(bench.images) == 6
 
 
 def test_ukbench_loader_on_real_sample(shared_folder: Callable[[str], Path]) -> None:
@@ -72,3 +72,28 @@ def test_ukbench_loader_on_real_sample(shared_folder: Callable[[str], Path]) -> 
     bench = F.load_ukbench(sample)
     assert len(bench.images) == 1000 and bench.images[0].name == "ukbench00000.jpg"
     np.testing.assert_array_equal(bench.gnd[999]["ok"], [996, 997, 998])
+
+
+def test_holidays_first_present_image_queries_when_nn00_is_missing(tmp_path, touch) -> None:
+    touch([tmp_path / "jpg" / f"{n}.jpg" for n in ("100000", "100001", "100103", "100107")])
+    bench = F.load_holidays(tmp_path)  # the <root>/jpg layout of holidays805
+    assert [q.stem for q in bench.queries] == ["100000", "100103"]
+    np.testing.assert_array_equal(bench.gnd[1]["ok"], [3])
+
+
+def test_holidays_loader_on_real_holidays805(shared_folder: Callable[[str], Path]) -> None:
+    root = shared_folder("holidays805")
+    bench = F.load_holidays(root)
+    truth = {}  # group -> sorted image names, from the folder's own groundtruth.csv
+    for line in (root / "groundtruth.csv").read_text().splitlines()[1:]:
+        path, group = line.split(",")
+        truth.setdefault(group, []).append(Path(path).name)
+    assert len(bench.images) == 805 and len(truth) == 300
+    groups = {g: sorted(names) for g, names in truth.items() if len(names) > 1}
+    assert len(bench.queries) == len(groups) == 299
+    assert sorted(q.name for q in bench.queries) == sorted(n[0] for n in groups.values())
+    names = [p.name for p in bench.images]
+    for query, entry in zip(bench.queries, bench.gnd, strict=True):
+        group = groups[str(int(query.stem) // 100)]
+        assert sorted(names[i] for i in entry["ok"]) == group[1:]
+        assert [names[i] for i in entry["junk"]] == [query.name]
