@@ -8,11 +8,14 @@ import os
 import socket
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,13 +28,48 @@ def hydra_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+def _override_key(override: Override) -> str:
+    """The config key an override sets, whatever its prefix (+, ++, ~) or value."""
+    package = f"@{override.package}" if override.package is not None else ""
+    return f"{override.key_or_group}{package}"
+
+
+def run_name(
+    job_overrides: Sequence[str], sweep_overrides: Sequence[str] | None = None, fallback: str = ""
+) -> str:
+    """A run's readable name: in a sweep (`sweep_overrides`: its command line), the job's overrides
+    of the keys the sweep varies; alone, its overrides but the logger choice; else `fallback`."""
+    parse = OverridesParser.create().parse_overrides
+    job = parse(list(job_overrides))
+    if sweep_overrides is not None:
+        sweep = parse(list(sweep_overrides))
+        fixed = {_override_key(o) for o in sweep if not o.is_sweep_override()}
+    else:
+        fixed = {"logger"}  # where a run is logged says nothing about the run
+    return " ".join(o.input_line for o in job if _override_key(o) not in fixed) or fallback
+
+
+def _sweep_command_line(sweep_dir: Path) -> list[str] | None:
+    """The sweep's command-line overrides, from the multirun.yaml Hydra writes before any job."""
+    try:
+        return list(OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task)
+    except (OSError, AttributeError, ValueError) as err:  # missing, or not Hydra's file
+        log.debug("no multirun.yaml under %s (%s): runs named by all overrides", sweep_dir, err)
+        return None
+
+
 def run_group_and_name() -> tuple[str | None, str | None]:
-    """A sweep's runs share its directory as group; a run is named by its overrides."""
+    """A sweep's runs share its directory as group and are named by what the sweep varies; a
+    single run is named by its overrides, or `train (defaults)` without any."""
     if not HydraConfig.initialized():
         return None, None
     hydra_cfg = HydraConfig.get()
-    group = str(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
-    return group, hydra_cfg.job.override_dirname or None
+    overrides = list(hydra_cfg.overrides.task)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sweep_dir = Path(str(hydra_cfg.sweep.dir))
+        name = run_name(overrides, _sweep_command_line(sweep_dir), f"job {hydra_cfg.job.num}")
+        return str(sweep_dir), name
+    return None, run_name(overrides, fallback=f"{hydra_cfg.job.name} (defaults)")
 
 
 def _has_wandb_key(host: str) -> bool:
@@ -83,7 +121,7 @@ def finish_loggers(loggers: Sequence[Any]) -> None:
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
     """Instantiate the selected loggers; W&B goes offline without an API key or network, gets
-    the resolved config as its run config, a sweep's directory as group, the overrides as name."""
+    the resolved config as its run config, a sweep's directory as group, what varies as name."""
     loggers = []
     for name, logger_cfg in (cfg.get("logger") or {}).items():
         kwargs = OmegaConf.to_container(logger_cfg, resolve=True)

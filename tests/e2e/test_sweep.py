@@ -79,9 +79,9 @@ def test_multirun_sweeps_each_combination_and_writes_the_summary(tmp_path_factor
     for label, r in zip(("pooling=mac", "pooling=gem"), results, strict=True):
         (row,) = [line for line in table if line.startswith(f"| {label} |")]
         assert f"{r['after']['M/mAP']:.2f}" in row and f"{r['after']['H/mAP']:.2f}" in row
-    # Every run is its own W&B run, in the sweep's group, named by its overrides.
+    # Every run is its own W&B run, in the sweep's group, named by what the sweep varies only.
     for job, pooling in (("0", "mac"), ("1", "gem")):
         (wandb_file,) = (sweep_dir / job / "wandb").glob("offline-run-*/run-*.wandb")
         (run_record,) = [r.run for r in wandb_log(wandb_file) if r.HasField("run")]
         assert run_record.run_group == str(sweep_dir)
-        assert f"pooling={pooling}" in run_record.display_name
+        assert run_record.display_name == f"pooling={pooling}"
