@@ -68,3 +68,27 @@ def test_holidays_scores_the_official_way_on_a_hand_ranking(tmp_path):
     figures = benchmarks.score_ranks(bench, ranks)
     assert figures["mAP"] == pytest.approx(100 * (1 / 3 + 1) / 2)
     assert "N-S" not in figures
+
+
+def test_evaluate_with_the_real_gnd_but_no_photos_names_them(shared_data, tmp_path):
+    from omegaconf import open_dict
+
+    from retrieval.pipelines.evaluate import run_evaluation
+    from tests.conftest import compose_config
+
+    folder = tmp_path / "root/test/roxford5k"
+    folder.mkdir(parents=True)
+    (folder / "gnd_roxford5k.pkl").symlink_to(shared_data / "revisitop_gnd/gnd_roxford5k.pkl")
+    cfg = compose_config(
+        "evaluate",
+        ["datasets=[roxford5k]", f"paths.data_root={tmp_path / 'root'}", "backbone.weights=none"],
+    )
+    with open_dict(cfg):
+        cfg.output_dir = str(tmp_path / "run")
+    with pytest.raises(FileNotFoundError) as info:
+        run_evaluation(cfg)
+    message = str(info.value)
+    assert "roxford5k: 5063 of the 5063 images listed in" in message
+    assert "(4993 database, 70 query) are missing: ashmolean_000283.jpg," in message
+    assert f"Put them in {folder / 'jpg'} " in message
+    assert f"download roxford5k --root {tmp_path / 'root'}" in message

@@ -9,9 +9,12 @@ run no code). Import the names from here: ``from retrieval.data import formats``
 
 from retrieval.data.formats.checks import DatasetFormatError, download_command
 from retrieval.data.formats.classic import (
+    GtQuery,
+    gt_files_dir,
     load_holidays,
     load_oxford,
     load_ukbench,
+    read_gt_files,
     write_oxford_gnd,
 )
 from retrieval.data.formats.generic import (
@@ -77,6 +80,7 @@ __all__ = [
     "DatasetFormatError",
     "GldQuery",
     "GldTrainSet",
+    "GtQuery",
     "PositiveCandidates",
     "RetrievalBenchmark",
     "SfmSplit",
@@ -86,6 +90,7 @@ __all__ = [
     "gldv2_dir",
     "gldv2_image_path",
     "gnd_path",
+    "gt_files_dir",
     "load_generic",
     "load_gldv2",
     "load_holidays",
@@ -100,6 +105,7 @@ __all__ = [
     "read_class_folders",
     "read_gldv2_solution",
     "read_gldv2_train",
+    "read_gt_files",
     "read_labelled_images",
     "read_labelme",
     "read_pair_labels",

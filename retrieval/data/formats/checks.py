@@ -47,7 +47,8 @@ def download_command(name: str, root: str | Path) -> str:
     return f"python -m retrieval.data download {name.lower()} --root {root}"
 
 
-def _how_to_get(name: str, root: str | Path) -> str:
+def how_to_get(name: str, root: str | Path) -> str:
+    """How to obtain dataset ``name``: its download command, or why there is none."""
     from retrieval.data.download import REGISTRY  # lazy: only needed for this message
 
     if name.lower() in REGISTRY:
@@ -71,7 +72,7 @@ def require(path: Path, what: str, root: str | Path, dataset: str) -> Path:
     except ValueError:
         where = str(path)
     raise FileNotFoundError(
-        f"{what} not found: {path}. Expected at {where}. {_how_to_get(dataset, root)}"
+        f"{what} not found: {path}. Expected at {where}. {how_to_get(dataset, root)}"
     )
 
 

@@ -5,19 +5,23 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from retrieval.data.formats.checks import Problems, check_files, download_command, require
+import numpy as np
+
+from retrieval.data.formats.checks import Problems, download_command, parse_box, require
 from retrieval.data.formats.generic import group_benchmark
 from retrieval.data.formats.revisitop import (
     gnd_entry,
     gnd_path,
     jpg_path,
     read_gnd_pickle,
+    require_listed_images,
     test_dir,
 )
 from retrieval.data.formats.safe_pickle import write_pickle
-from retrieval.types import RetrievalBenchmark
+from retrieval.types import Box, RetrievalBenchmark
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +40,118 @@ def write_oxford_gnd(
     )
 
 
+@dataclass(frozen=True)
+class GtQuery:
+    """One query of the original Oxford/Paris ground-truth text files (``gt_files``)."""
+
+    name: str  # the files' prefix, e.g. all_souls_1
+    image: str  # the query image's stem (Oxford's ``oxc1_`` prefix removed)
+    box: Box
+    good: tuple[str, ...]
+    ok: tuple[str, ...]
+    junk: tuple[str, ...]
+
+
+_GT_KINDS = ("good", "ok", "junk")
+
+
+def gt_files_dir(root: str | Path, name: str) -> Path:
+    """Folder of the original text ground truth: ``<root>/test/<name>/gt_files``."""
+    return test_dir(root, name) / "gt_files"
+
+
+def _read_names(path: Path, problems: Problems) -> tuple[str, ...]:
+    if not path.is_file():
+        problems.add(f"{path.name} is missing (every query has _query, _good, _ok, _junk files)")
+        return ()
+    return tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+
+
+def read_gt_files(folder: str | Path) -> list[GtQuery]:
+    """The queries of an original Oxford5k/Paris6k ``gt_files`` folder, sorted by name.
+
+    Each query ``NAME`` has ``NAME_query.txt`` (``image x1 y1 x2 y2``) and ``NAME_good.txt``,
+    ``NAME_ok.txt``, ``NAME_junk.txt`` (one image stem per line), as in the published archives.
+    """
+    folder = Path(folder)
+    problems = Problems(folder)
+    files = sorted(folder.glob("*_query.txt"))
+    if not files:
+        raise FileNotFoundError(f"no *_query.txt files in {folder} (original Oxford/Paris gt)")
+    queries = []
+    for file in files:
+        stem = file.name[: -len("_query.txt")]
+        fields = file.read_text().split()
+        box = None
+        if len(fields) == 5:
+            box = parse_box([_number(v) for v in fields[1:]], f"{file.name} box", problems)
+        else:
+            problems.add(f"{file.name}: expected 'image x1 y1 x2 y2', found {' '.join(fields)!r}")
+        lists = [_read_names(folder / f"{stem}_{kind}.txt", problems) for kind in _GT_KINDS]
+        image = fields[0].removeprefix("oxc1_") if fields else ""
+        placeholder = (0.0, 0.0, 0.0, 0.0)  # only when a problem is noted: raised below
+        queries.append(GtQuery(stem, image, box or placeholder, *lists))
+    problems.raise_if_any()
+    return queries
+
+
+def _number(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return float("nan")  # parse_box reports it
+
+
+def oxford_gnd_from_gt_files(
+    queries: list[GtQuery], imlist: list[str], problems: Problems, imlist_source: str = "imlist"
+) -> list[dict[str, np.ndarray]]:
+    """Old-protocol gnd (``ok`` = good + ok, ``junk``) as indices into ``imlist``."""
+    index = {stem: i for i, stem in enumerate(imlist)}
+    gnd = []
+    for query in queries:
+        unknown = [x for x in (*query.good, *query.ok, *query.junk) if x not in index]
+        if unknown:
+            problems.add(
+                f"{query.name}: {len(unknown)} image(s) not in {imlist_source}: {unknown[:3]}"
+            )
+        ok = [index[x] for x in (*query.good, *query.ok) if x in index]
+        junk = [index[x] for x in query.junk if x in index]
+        gnd.append({"ok": np.array(ok, np.int64), "junk": np.array(junk, np.int64)})
+    return gnd
+
+
 def load_oxford(root: str | Path, name: str, check_images: bool = True) -> RetrievalBenchmark:
-    """Load ``oxford5k``/``paris6k`` with the original ``ok``/``junk`` gnd (cirtorch layout)."""
+    """Load ``oxford5k``/``paris6k`` with the original ``ok``/``junk`` gnd.
+
+    From cirtorch's ``<root>/test/<name>/gnd_<name>.pkl``, or else from the published text files
+    in ``<root>/test/<name>/gt_files/`` (the database is then every ``jpg/*.jpg``).
+    """
+    folder = test_dir(root, name) / "jpg"
+    if not gnd_path(root, name).exists() and gt_files_dir(root, name).is_dir():
+        return _load_oxford_text(root, name, folder)
     path = require(gnd_path(root, name), f"{name} ground truth", root, name)
-    folder = require(test_dir(root, name) / "jpg", f"{name} image folder", root, name)
     problems = Problems(path)
     imlist, qimlist, gnd, boxes = read_gnd_pickle(path, ("ok", "junk"), ("ok",), problems)
+    problems.raise_if_any()
     images = [jpg_path(folder, x) for x in imlist]
     queries = [jpg_path(folder, x) for x in qimlist]
     if check_images:
-        check_files(images, problems, "database image")
-        check_files(queries, problems, "query image")
-    problems.raise_if_any()
+        require_listed_images(name, root, path, images, queries)
     return RetrievalBenchmark(name, images, queries, boxes, gnd, "oxford")
+
+
+def _load_oxford_text(root: str | Path, name: str, folder: Path) -> RetrievalBenchmark:
+    """The old-protocol benchmark from ``gt_files`` text files and the images in ``folder``."""
+    gt = read_gt_files(gt_files_dir(root, name))
+    require(folder, f"{name} image folder", root, name)
+    imlist = sorted(p.stem for p in folder.glob("*.jpg"))
+    problems = Problems(gt_files_dir(root, name))
+    gnd = oxford_gnd_from_gt_files(gt, imlist, problems, f"the images of {folder}")
+    problems.raise_if_any()
+    queries = [jpg_path(folder, q.image) for q in gt]
+    require_listed_images(name, root, gt_files_dir(root, name), [], queries)
+    images = [jpg_path(folder, x) for x in imlist]
+    return RetrievalBenchmark(name, images, queries, [q.box for q in gt], gnd, "oxford")
 
 
 def _find_image_dir(root: Path, name: str, candidates: Sequence[str]) -> Path:

@@ -17,6 +17,7 @@ from retrieval.data.formats.checks import (
     Problems,
     check_files,
     check_range,
+    how_to_get,
     int_array,
     parse_box,
     plain_box,
@@ -47,6 +48,26 @@ def gnd_path(root: str | Path, name: str) -> Path:
 def jpg_path(folder: Path, stem: str) -> Path:
     """An image listed by its stem (``.jpg`` added) or by its full file name."""
     return folder / (stem if Path(stem).suffix else f"{stem}.jpg")
+
+
+def require_listed_images(
+    name: str, root: str | Path, gnd_file: Path, images: list[Path], queries: list[Path]
+) -> None:
+    """Raise FileNotFoundError saying which images the gnd file lists that are missing, and where
+    to put them (the annotation files alone, without the photos, are a common half-install)."""
+    wanted = list(dict.fromkeys([*images, *queries]))
+    missing = [path for path in wanted if not path.is_file()]
+    if not missing:
+        return
+    folders = sorted({str(path.parent) for path in missing})
+    shown = ", ".join(path.name for path in missing[:5])
+    more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+    raise FileNotFoundError(
+        f"{name}: {len(missing)} of the {len(wanted)} images listed in {gnd_file} "
+        f"({len(images)} database, {len(queries)} query) are missing: {shown}{more}. "
+        f"Put them in {', '.join(folders)} under the names the gnd file lists (imlist, qimlist) "
+        f"with .jpg added. {how_to_get(name, root)}"
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -135,17 +156,16 @@ def load_revisitop(
     database after the benchmark's own images, so gnd indices stay valid.
     """
     path = require(gnd_path(root, name), f"{name} ground truth", root, name)
-    folder = require(test_dir(root, name) / "jpg", f"{name} image folder", root, name)
+    folder = test_dir(root, name) / "jpg"
     problems = Problems(path)
     imlist, qimlist, gnd, boxes = read_gnd_pickle(
         path, ("easy", "hard", "junk"), ("easy", "hard"), problems
     )
+    problems.raise_if_any()
     images = [jpg_path(folder, x) for x in imlist]
     queries = [jpg_path(folder, x) for x in qimlist]
     if check_images:
-        check_files(images, problems, "database image")
-        check_files(queries, problems, "query image")
-    problems.raise_if_any()
+        require_listed_images(name, root, path, images, queries)
     if distractors:
         extra = read_revisitop1m_list(root)
         if check_images:

@@ -97,3 +97,39 @@ def test_holidays_loader_on_real_holidays805(shared_folder: Callable[[str], Path
         group = groups[str(int(query.stem) // 100)]
         assert sorted(names[i] for i in entry["ok"]) == group[1:]
         assert [names[i] for i in entry["junk"]] == [query.name]
+
+
+def write_gt_files(folder: Path, queries: dict[str, tuple[str, dict[str, list[str]]]]) -> None:
+    """The original Oxford text layout: NAME_query.txt (oxc1_ prefix) and good/ok/junk lists."""
+    folder.mkdir(parents=True)
+    for name, (line, lists) in queries.items():
+        (folder / f"{name}_query.txt").write_text(line + "\n")
+        for kind in ("good", "ok", "junk"):
+            (folder / f"{name}_{kind}.txt").write_text("".join(f"{x}\n" for x in lists[kind]))
+
+
+def test_oxford_from_the_original_text_files(tmp_path: Path, touch: Touch) -> None:
+    gt = F.gt_files_dir(tmp_path, "oxford5k")
+    lists = {"good": ["b"], "ok": ["c"], "junk": ["a"]}
+    write_gt_files(gt, {"x_1": ("oxc1_q 1.5 2 30 40.5", lists)})
+    touch([tmp_path / "test/oxford5k/jpg" / f"{x}.jpg" for x in ("a", "b", "c", "d", "q")])
+    bench = F.load_oxford(tmp_path, "oxford5k")
+    assert [p.stem for p in bench.images] == ["a", "b", "c", "d", "q"]
+    assert [p.stem for p in bench.queries] == ["q"] and bench.query_boxes == [(1.5, 2, 30, 40.5)]
+    np.testing.assert_array_equal(bench.gnd[0]["ok"], [1, 2])
+    np.testing.assert_array_equal(bench.gnd[0]["junk"], [0])
+    (tmp_path / "test/oxford5k/jpg/q.jpg").unlink()
+    with pytest.raises(FileNotFoundError, match=r"1 of the 1 images .* are missing: q.jpg"):
+        F.load_oxford(tmp_path, "oxford5k")
+
+
+def test_gt_files_problems_are_named(tmp_path: Path) -> None:
+    lists = {"good": [], "ok": [], "junk": []}
+    write_gt_files(tmp_path / "gt", {"x_1": ("q 5 5 1 1", lists), "x_2": ("q 1 2", lists)})
+    (tmp_path / "gt/x_2_junk.txt").unlink()
+    with pytest.raises(F.DatasetFormatError) as info:
+        F.read_gt_files(tmp_path / "gt")
+    message = str(info.value)
+    assert "x_1_query.txt box: bounding box must be [x1, y1, x2, y2] with x2>x1" in message
+    assert "x_2_query.txt: expected 'image x1 y1 x2 y2', found 'q 1 2'" in message
+    assert "x_2_junk.txt is missing" in message

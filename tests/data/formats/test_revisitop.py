@@ -86,14 +86,26 @@ def test_revisitop_problems_are_collected(tmp_path: Path, touch: Touch) -> None:
     gnd[1]["hard"] = []
     path = F.gnd_path(tmp_path, "roxford5k")
     F.write_revisitop_gnd(path, fixture["imlist"], fixture["qimlist"], gnd)
-    (tmp_path / "test/roxford5k/jpg/radcliffe_000010.jpg").unlink()
     with pytest.raises(F.DatasetFormatError) as info:
         F.load_revisitop(tmp_path, "roxford5k")
     message = str(info.value)
-    assert message.startswith(f"3 problem(s) in {path}")
+    assert message.startswith(f"2 problem(s) in {path}")
     assert "gnd[0] (query all_souls_000013)['hard'][0] = 9 is out of range [0, 4)" in message
     assert "gnd[1] (query radcliffe_000010): no positive images in easy/hard" in message
-    assert "query image 1: image file missing" in message
+
+
+def test_missing_images_are_named_with_their_folder(tmp_path: Path, touch: Touch) -> None:
+    revisitop_fixture(tmp_path, touch, "roxford5k")
+    jpg = tmp_path / "test/roxford5k/jpg"
+    (jpg / "radcliffe_000010.jpg").unlink()
+    (jpg / "balliol_000001.jpg").unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        F.load_revisitop(tmp_path, "roxford5k")
+    message = str(info.value)
+    assert "2 of the 6 images listed in" in message and "(4 database, 2 query)" in message
+    assert "are missing: balliol_000001.jpg, radcliffe_000010.jpg." in message
+    assert f"Put them in {jpg} " in message
+    assert f"download roxford5k --root {tmp_path}" in message
 
 
 def test_revisitop_missing_key(tmp_path: Path) -> None:
@@ -129,3 +141,71 @@ def test_missing_synthetic_benchmark_does_not_suggest_a_download(tmp_path: Path)
     assert "test/synthetic-rox/gnd_synthetic-rox.pkl" in str(info.value)
     assert "'synthetic-rox' is not a downloadable dataset" in str(info.value)
     assert "download synthetic-rox" not in str(info.value)
+
+
+# --------------------------------------------------------------------------------------------------
+# The real annotation files (../shared/data/revisitop_gnd)
+# --------------------------------------------------------------------------------------------------
+
+# published structure (Radenovic et al. CVPR'18): queries, images, easy/hard/junk totals
+REAL_GND = {
+    "roxford5k": (70, 4993, (3029, 2497, 1356), "oxford_gt_files_170407"),
+    "rparis6k": (70, 6322, (6874, 10350, 7153), "paris_gt_120310"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_GND))
+def test_real_gnd_pickles_have_the_published_structure(
+    name: str, shared_folder: Callable[[str], Path], tmp_path: Path
+) -> None:
+    source = shared_folder("revisitop_gnd")
+    n_queries, n_images, totals, old_gt = REAL_GND[name]
+    raw = F.load_pickle(source / f"gnd_{name}.pkl")  # the restricted unpickler
+    assert len(raw["qimlist"]) == len(raw["gnd"]) == n_queries and len(raw["imlist"]) == n_images
+    assert tuple(sum(len(g[k]) for g in raw["gnd"]) for k in ("easy", "hard", "junk")) == totals
+    # through the benchmark loader, from a data root holding only a link to the pickle
+    F.test_dir(tmp_path, name).mkdir(parents=True)
+    F.gnd_path(tmp_path, name).symlink_to(source / f"gnd_{name}.pkl")
+    bench = F.load_revisitop(tmp_path, name, check_images=False)
+    assert len(bench.queries) == n_queries and len(bench.images) == n_images
+    # the first query's box, against the original (2007/2008) ground-truth text file
+    first = F.read_gt_files(source / old_gt)[0]
+    assert bench.queries[0].stem == first.image
+    assert bench.query_boxes[0] == pytest.approx(first.box)
+
+
+def test_first_roxford_query_is_the_published_all_souls_box(
+    shared_folder: Callable[[str], Path],
+) -> None:
+    raw = F.load_pickle(shared_folder("revisitop_gnd") / "gnd_roxford5k.pkl")
+    assert raw["qimlist"][0] == "all_souls_000013"
+    assert raw["gnd"][0]["bbx"] == pytest.approx([136.5, 34.1, 648.5, 955.7])
+
+
+@pytest.mark.parametrize("folder", ["oxford_gt_files_170407", "paris_gt_120310"])
+def test_original_gt_text_files_give_55_queries(
+    folder: str, shared_folder: Callable[[str], Path]
+) -> None:
+    queries = F.read_gt_files(shared_folder("revisitop_gnd") / folder)
+    assert len(queries) == 55
+    # 11 landmarks, 5 queries each (Philbin et al.)
+    landmarks = {q.name.rsplit("_", 1)[0] for q in queries}
+    assert len(landmarks) == 11 and all(q.name[-1] in "12345" for q in queries)
+    assert all(not q.image.startswith("oxc1_") for q in queries)
+    assert all(q.box[2] > q.box[0] and q.box[3] > q.box[1] for q in queries)
+    assert all(q.good or q.ok for q in queries)
+
+
+def test_missing_photos_of_the_real_gnd_are_named(
+    shared_folder: Callable[[str], Path], tmp_path: Path
+) -> None:
+    F.test_dir(tmp_path, "roxford5k").mkdir(parents=True)
+    F.gnd_path(tmp_path, "roxford5k").symlink_to(
+        shared_folder("revisitop_gnd") / "gnd_roxford5k.pkl"
+    )
+    with pytest.raises(FileNotFoundError) as info:
+        F.load_revisitop(tmp_path, "roxford5k")
+    message = str(info.value)
+    assert "5063 of the 5063 images listed in" in message  # 4,993 database + 70 queries
+    assert f"Put them in {tmp_path / 'test/roxford5k/jpg'} " in message
+    assert f"download roxford5k --root {tmp_path}" in message
