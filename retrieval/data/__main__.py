@@ -1,5 +1,6 @@
-"""Data command line: ``python -m retrieval.data synthetic ...``, ``... download ...`` or
-``... clean ...`` (drop labelled images that disagree with their class)."""
+"""Data command line: ``python -m retrieval.data synthetic ...``, ``... download ...``,
+``... clean ...`` (drop labelled images that disagree with their class) or ``... sfm ...``
+(a training set from your own photos)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,12 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
         help="write a cleaned labelled-image CSV (see: python -m retrieval.data clean -h)",
     )
+    sub.add_parser(
+        "sfm",
+        add_help=False,
+        help="photos -> COLMAP 3D models -> an SfM training set (see: python -m retrieval.data "
+        "sfm -h)",
+    )
     return parser
 
 
@@ -97,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "clean":
         # An entry point hands the job to the pipelines layer (data/ never imports it).
         return int(importlib.import_module("retrieval.pipelines.clean").main(argv[1:]))
+    if argv and argv[0] == "sfm":  # pairs by retrieval need the network: the pipelines layer
+        return int(importlib.import_module("retrieval.pipelines.sfm").main(argv[1:]))
     args = _parser().parse_args(argv)
     config = _config(args)
     start = time.perf_counter()

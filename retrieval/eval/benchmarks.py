@@ -94,7 +94,7 @@ def score_ranks(benchmark: RetrievalBenchmark, ranks: np.ndarray) -> dict[str, f
     mean_ap, _, mean_pk, _ = metrics.compute_map(ranks, benchmark.gnd, (1, 5, 10), n_db=n_db)
     results = {"mAP": 100.0 * mean_ap}
     results.update({f"mP@{k}": 100.0 * float(p) for k, p in zip((1, 5, 10), mean_pk, strict=True)})
-    if _every_image_queries_itself(benchmark) and benchmark.labels is not None:
+    if _every_image_queries_itself(benchmark) and benchmark.labels is not None and n_db >= 4:
         # UKBench's N-S score: same-object images among the top 4, the query itself included.
         results["N-S"] = metrics.ukbench_ns_score(ranks, np.asarray(benchmark.labels))
     return results

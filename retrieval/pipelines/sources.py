@@ -3,6 +3,7 @@ the validation benchmark."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from retrieval.eval.benchmarks import leave_one_out_benchmark, load_benchmark
 from retrieval.lightning.tuple_datamodule import TupleSource
 from retrieval.pipelines.config import ConfigError, worlds_dir
 from retrieval.types import RetrievalBenchmark
+
+log = logging.getLogger(__name__)
 
 
 def data_root(cfg: DictConfig) -> Path:
@@ -72,8 +75,33 @@ def sfm_sources(cfg: DictConfig, root: Path) -> Sources:
             "3D points per image pair); use data.positives=fixed without it."
         )
     train = _sfm_source(splits["train"], sidecar if data.positives != "fixed" else None)
-    val = _sfm_source(splits["val"], None) if "val" in splits else None
-    return train, val, load_benchmark(data.benchmark, root)
+    val = _sfm_source(splits["val"], None) if _val_can_mine(splits, int(data.nnum)) else None
+    return train, val, _sfm_benchmark(data, root, splits)
+
+
+def _val_can_mine(splits: dict[str, formats.SfmSplit], nnum: int) -> bool:
+    """Whether the val split has the nnum + 1 models its tuples need (a small photo set's may
+    not: it then has no validation loss, and the benchmark still runs)."""
+    if "val" not in splits:
+        return False
+    models = np.unique(splits["val"].cluster).size
+    if models <= nnum:
+        log.warning(
+            "the val split has %d models, fewer than data.nnum+1=%d: no validation loss",
+            models,
+            nnum + 1,
+        )
+    return models > nnum
+
+
+def _sfm_benchmark(data: DictConfig, root: Path, splits: dict) -> RetrievalBenchmark:
+    """The configured benchmark; data.benchmark=null (photos without a test set): every image of
+    the val models queries the others (the training models' where there is no val split)."""
+    if data.get("benchmark"):
+        return load_benchmark(data.benchmark, root)
+    name = "val" if "val" in splits else "train"
+    split = splits[name]
+    return leave_one_out_benchmark(f"{data.name}-{name}", split.image_paths, split.cluster)
 
 
 def labels_sources(cfg: DictConfig, root: Path) -> Sources:
