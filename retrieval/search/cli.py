@@ -15,12 +15,16 @@ import sys
 from collections.abc import Sequence
 
 from retrieval.atomic import DiskFullError
-from retrieval.search.engine import Searcher, ukbench_score
+from retrieval.search.defaults import (
+    DEFAULT_BACKBONE,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_POOLING,
+    DEFAULT_SCALES,
+)
 from retrieval.search.errors import SearchError
-from retrieval.search.html import write_results_page
-from retrieval.search.network import DEFAULT_BACKBONE, DEFAULT_POOLING
-from retrieval.search.server import make_server
-from retrieval.search.store import DEFAULT_IMAGE_SIZE, DEFAULT_SCALES, IndexStore, update_index
+
+# Each command imports what it needs when it runs (torch, torchvision and FAISS take seconds to
+# import): `--help` and option errors answer at once.
 
 log = logging.getLogger("retrieval.search")
 
@@ -106,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_index(args: argparse.Namespace) -> int:
     """Create or update an index; print the counts and the skipped files."""
+    from retrieval.search.store import update_index
+
     report = update_index(
         args.photos,
         args.out,
@@ -128,9 +134,13 @@ def run_index(args: argparse.Namespace) -> int:
 
 def run_query(args: argparse.Namespace) -> int:
     """Print the ranked results of one image; optionally write the HTML page."""
-    searcher = Searcher(args.index, checkpoint=args.checkpoint, device=args.device)
+    from retrieval.search.engine import Searcher, check_query
+    from retrieval.search.html import write_results_page
+
     box = tuple(args.box) if args.box else None
-    hits = searcher.search_image(args.image, box, args.k)
+    check_query(args.image, box)  # a wrong path or box is named before the network loads
+    searcher = Searcher(args.index, checkpoint=args.checkpoint, device=args.device)
+    hits = searcher.search(searcher.describe(args.image, box), args.k)[0]
     for hit in hits:
         print(f"{hit.rank:4d}  {hit.score:.4f}  {hit.path}")
     if args.html:
@@ -140,6 +150,9 @@ def run_query(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serve the search page until interrupted."""
+    from retrieval.search.engine import Searcher
+    from retrieval.search.server import make_server
+
     searcher = Searcher(args.index, checkpoint=args.checkpoint, device=args.device)
     try:
         server = make_server(searcher, args.host, args.port, args.k, origins=args.origin)
@@ -165,6 +178,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_ukbench(args: argparse.Namespace) -> int:
     """Print the N-S score of an indexed UKBench folder."""
+    from retrieval.search.engine import ukbench_score
+    from retrieval.search.store import IndexStore
+
     print(f"N-S {ukbench_score(IndexStore.load(args.index)):.4f}")
     return 0
 
@@ -182,9 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command; expected failures print one line and return 1, bugs raise."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # This tool's own progress; other libraries' (e.g. FAISS's loader) only with --verbose.
+    logging.getLogger("retrieval").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     commands = {"index": run_index, "query": run_query, "serve": run_serve, "ukbench": run_ukbench}
     try:
         return commands[args.command](args)

@@ -15,10 +15,9 @@ from retrieval.checkpoint import load_checkpoint
 from retrieval.extraction.cache import network_fingerprint
 from retrieval.extraction.inference import resolve_device, resolve_precision
 from retrieval.models.net import RetrievalNet, build_net
+from retrieval.search.defaults import DEFAULT_BACKBONE, DEFAULT_POOLING
 from retrieval.search.errors import SearchError
 
-DEFAULT_BACKBONE = "efficientnet_lite0"
-DEFAULT_POOLING = "gem"
 # Raised by loading a checkpoint file that is not one (garbage, empty, refused pickle, no meta).
 _BAD_CHECKPOINT = (ValueError, RuntimeError, EOFError, pickle.UnpicklingError)
 

@@ -39,6 +39,12 @@ from retrieval.data.transforms import load_image
 from retrieval.extraction.extract import extract_descriptors
 from retrieval.index import build_index
 from retrieval.models.net import RetrievalNet
+from retrieval.search.defaults import (
+    DEFAULT_BACKBONE,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_POOLING,
+    DEFAULT_SCALES,
+)
 from retrieval.search.errors import (
     DamagedIndexError,
     NetworkMismatchError,
@@ -47,8 +53,6 @@ from retrieval.search.errors import (
 )
 from retrieval.search.lock import index_lock
 from retrieval.search.network import (
-    DEFAULT_BACKBONE,
-    DEFAULT_POOLING,
     check_index_options,
     describe_source,
     load_network,
@@ -60,9 +64,6 @@ log = logging.getLogger(__name__)
 
 INDEX_FILE = "index.json"
 FORMAT_VERSION = 1
-# The extraction of evaluate.py (conf/evaluate.yaml), so that the tool and the benchmarks agree.
-DEFAULT_IMAGE_SIZE = 1024
-DEFAULT_SCALES = (1.0, 2**-0.5, 0.5)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import retrieval.search.cli as cli_module
+import retrieval.search.engine as engine_module
+import retrieval.search.store as store_module
 from retrieval.search import update_index
 from tests.search.helpers import FAST, FAST_CLI, cli, photo
 
@@ -91,6 +95,43 @@ def test_an_unexpected_error_keeps_its_traceback(tmp_path, monkeypatch, bug):
     def buggy(*args, **kwargs):
         raise bug
 
-    monkeypatch.setattr(cli_module, "update_index", buggy)
+    monkeypatch.setattr(store_module, "update_index", buggy)  # the command imports it on use
     with pytest.raises(type(bug), match="a bug"):
         cli_module.main(["index", str(tmp_path), "--out", str(tmp_path / "index")])
+
+
+HEAVY = ("torch", "torchvision", "faiss", "numpy", "PIL")
+
+
+def test_help_and_option_errors_import_neither_torch_nor_faiss():
+    # A fresh interpreter: this one imported torch long ago.
+    script = (
+        "import sys\n"
+        "from retrieval.search.cli import main\n"
+        "for argv in (['--help'], ['index', '--help'], ['query', '--help'], ['serve', '--help'],"
+        " ['query', 'photo.jpg']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit as done:\n"
+        "        print('exit', done.code)\n"
+        f"print('loaded', sorted(set({HEAVY!r}) & set(sys.modules)))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert run.stdout.count("exit 0") == 4 and "exit 2" in run.stdout  # 4 helps, 1 usage error
+    assert "the following arguments are required: --index" in run.stderr
+    assert "ImageNet efficientnet_lite0" in " ".join(run.stdout.split())  # the default shown
+    assert "loaded []" in run.stdout, run.stdout.splitlines()[-1]
+
+
+def test_a_wrong_query_is_named_before_the_network_loads(indexed, capsys, monkeypatch, tmp_path):
+    _, out, _ = indexed
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was loaded for a query that cannot run")
+
+    monkeypatch.setattr(engine_module, "load_network", no_network)
+    code, _, err = cli(capsys, "query", tmp_path / "missing.jpg", "--index", out)
+    assert code == 1
+    one_error_line(err, "missing.jpg", "not found")

@@ -22,9 +22,9 @@ from retrieval.checkpoint import save_checkpoint
 from retrieval.models.net import build_net
 from retrieval.pipelines.evaluate import run_evaluation
 from retrieval.search import IndexStore, NetworkMismatchError, Searcher, SearchError, update_index
+from retrieval.search.defaults import DEFAULT_IMAGE_SIZE, DEFAULT_SCALES
 from retrieval.search.engine import ukbench_score
 from retrieval.search.server import make_server
-from retrieval.search.store import DEFAULT_IMAGE_SIZE, DEFAULT_SCALES
 from tests.search.helpers import FAST, FAST_CLI, cli, photo
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -276,7 +276,7 @@ def test_a_port_in_use_is_named_with_the_way_out(searcher):
 
 
 def test_the_cli_reports_a_port_in_use(searcher, capsys, monkeypatch):
-    monkeypatch.setattr("retrieval.search.cli.Searcher", lambda *args, **kwargs: searcher)
+    monkeypatch.setattr("retrieval.search.engine.Searcher", lambda *args, **kwargs: searcher)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
