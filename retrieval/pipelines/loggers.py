@@ -137,6 +137,22 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     return loggers
 
 
+def log_final_results(
+    cfg: DictConfig, figures: dict[str, float], pictures: dict[str, Path]
+) -> None:
+    """A finished job's figures and PNG pictures to its configured loggers, their runs ended
+    (the pictures go to the loggers that show images: W&B, TensorBoard)."""
+    from retrieval.lightning.pictures import log_pictures
+
+    loggers = build_loggers(cfg)
+    for logger in loggers:
+        logger.log_metrics(figures)
+    log_pictures(loggers, pictures, step=0)
+    for logger in loggers:
+        logger.finalize("success")
+    finish_loggers(loggers)  # a sweep's next job starts a new W&B run
+
+
 class _DropLitLoggerTip(logging.Filter):
     """Drops Lightning's advertisement for its cloud logger (every Trainer prints it)."""
 

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import retrieval.eval.benchmarks as benchmarks
 from retrieval.eval.metrics import evaluate_revisited
+from retrieval.pipelines.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared" / "data"
@@ -43,9 +45,12 @@ def test_whitening_changes_the_descriptors_and_evaluates(tmp_path, evaluate_job)
     plain = evaluate_job(tmp_path / "plain")["synthetic-rox"]
     whitened = evaluate_job(tmp_path / "pca", "whitening=pca")["synthetic-rox"]
     assert whitened["M/mAP"] != plain["M/mAP"] and 0 < whitened["M/mAP"] <= 100
-    # The tiny world has 64 whitening pairs: too few for Lw of 1280-d descriptors, said clearly.
-    with pytest.raises(ValueError, match="needs at least D=1280 matching pairs"):
+    # The tiny world has 64 whitening pairs: too few for Lw of 1280-d descriptors; the error
+    # names the config key that fixes it, and that key works.
+    with pytest.raises(ConfigError, match=r"64 matching pairs .* whitening_dim=N with N <= 64"):
         evaluate_job(tmp_path / "lw", "whitening=learned")
+    reduced = evaluate_job(tmp_path / "lw32", "whitening=learned", "whitening_dim=32")
+    assert 0 < reduced["synthetic-rox"]["M/mAP"] <= 100
 
 
 def test_query_expansion_and_index_options_run(tmp_path, evaluate_job):
@@ -124,13 +129,15 @@ def test_figures_are_logged_to_the_selected_loggers(tmp_path, evaluate_job):
     assert float(values["synthetic-rox/M/mAP"]) == pytest.approx(results["synthetic-rox"]["M/mAP"])
 
 
-def test_wandb_run_is_ended_with_the_figures(
+def test_wandb_run_is_ended_with_the_figures_and_the_grid(
     tmp_path, monkeypatch, evaluate_job, offline_wandb, wandb_log
 ):
-    """An evaluation closes its W&B run, so a sweep's next job starts its own."""
+    """An evaluation logs its figures and its grid picture, and closes its W&B run, so a sweep's
+    next job starts its own."""
     import wandb
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    results = evaluate_job(tmp_path / "run", "logger=[wandb]")
+    results = evaluate_job(tmp_path / "run", "logger=[csv,wandb,tensorboard]", "grid_queries=2")
     assert wandb.run is None  # finished, not left for the process exit
     (log,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
     records = wandb_log(log)
@@ -142,3 +149,13 @@ def test_wandb_run_is_ended_with_the_figures(
     }
     logged_map = float(logged["synthetic-rox/M/mAP"])
     assert logged_map == pytest.approx(results["synthetic-rox"]["M/mAP"])
+    # The grid written to the run folder is the picture W&B and TensorBoard got.
+    grid = Image.open(tmp_path / "run" / "grid_synthetic-rox.png").convert("RGB")
+    assert "pictures/grid_synthetic-rox/filenames" in logged
+    (media,) = (log.parent / "files" / "media" / "images" / "pictures").glob("grid_*.png")
+    assert np.array_equal(np.asarray(Image.open(media).convert("RGB")), np.asarray(grid))
+    (events,) = (tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*")
+    accumulator = EventAccumulator(str(events.parent), size_guidance={"images": 0})
+    accumulator.Reload()
+    (shown,) = accumulator.Images("pictures/grid_synthetic-rox")
+    assert (shown.width, shown.height) == grid.size
