@@ -33,7 +33,7 @@ from retrieval.pipelines.config import (
     worlds_dir,
 )
 from retrieval.pipelines.known_keys import check_known_keys
-from retrieval.pipelines.loggers import build_loggers, finish_loggers
+from retrieval.pipelines.loggers import log_final_results
 from retrieval.pipelines.report import markdown_table
 from retrieval.viz.grids import benchmark_grid
 
@@ -237,6 +237,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
         return expand(cfg, database, queries)
 
     results: dict[str, dict[str, float]] = {}
+    pictures: dict[str, Path] = {}  # logged with the figures
     vocabulary = None
     for name in cfg.datasets:
         name = str(name)
@@ -270,7 +271,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
             )
         np.save(output_dir / f"ranks_{benchmark.name}.npy", ranks)
         if cfg.get("grid_queries"):
-            benchmark_grid(
+            pictures[f"grid_{benchmark.name}"] = benchmark_grid(
                 benchmark,
                 ranks,
                 output_dir / f"grid_{benchmark.name}.png",
@@ -283,17 +284,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, dict[str, float]]:
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
     (output_dir / "results.json").write_text(json.dumps(payload, indent=2, default=str))
-    loggers = build_loggers(cfg)
-    for logger in loggers:
-        logger.log_metrics(
-            {
-                f"{name}/{key}": value
-                for name, figures in results.items()
-                for key, value in figures.items()
-            }
-        )
-        logger.finalize("success")
-    finish_loggers(loggers)  # a sweep's next job starts a new W&B run
+    flat = {f"{name}/{key}": v for name, row in results.items() for key, v in row.items()}
+    log_final_results(cfg, flat, pictures)
     return results
 
 
