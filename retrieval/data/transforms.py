@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -83,21 +83,45 @@ def _full_scale(values: np.ndarray) -> float:
     return 65535.0 if int(values.max(initial=0)) <= 65535 else float(_INT32_MAX)
 
 
-def resize_longest(img: Image.Image, max_side: int, upscale: bool = False) -> Image.Image:
-    """Resize so that the longest side is `max_side`, keeping the aspect ratio.
+# cirtorch's imresize: PIL's thumbnail with Image.ANTIALIAS, the old name of LANCZOS
+RESAMPLE = Image.Resampling.LANCZOS
+_REDUCING_GAP = 2.0  # thumbnail's default: reduce() by an integer factor first, then LANCZOS
 
-    Like cirtorch's `imresize` (a thumbnail), images are only shrunk unless `upscale` is set.
+
+def resize_longest(img: Image.Image, max_side: float, upscale: bool = False) -> Image.Image:
+    """Shrink so that the longest side is at most `max_side`, keeping the aspect ratio.
+
+    Exactly cirtorch's `imresize` (``img.thumbnail((s, s), ANTIALIAS)``): `max_side` is floored,
+    the size is thumbnail's and so is the LANCZOS resampling; images are only shrunk unless
+    `upscale` is set (pictures only; never on the descriptor path).
     """
     w, h = img.size
-    if max_side >= max(w, h) and not upscale:
-        return img
-    return img.resize(_scaled(w, h, max_side), Image.Resampling.BICUBIC)
+    side = max(1, math.floor(max_side))
+    if side >= max(w, h):
+        if not upscale or side == max(w, h):
+            return img
+        return img.resize(thumbnail_size(w, h, side, upscale=True), RESAMPLE)
+    # what thumbnail does on a decoded image (no JPEG draft), without its in-place copy
+    return img.resize(thumbnail_size(w, h, side), RESAMPLE, reducing_gap=_REDUCING_GAP)
 
 
-def _scaled(w: int, h: int, max_side: int) -> tuple[int, int]:
-    """(w, h) scaled so that the longest side is `max_side`."""
-    scale = max_side / max(w, h)
-    return max(1, round(w * scale)), max(1, round(h * scale))
+def thumbnail_size(w: int, h: int, side: int, upscale: bool = False) -> tuple[int, int]:
+    """(w, h) that ``PIL.Image.thumbnail((side, side))`` gives a w x h image.
+
+    The scaled side is floored or ceiled, whichever keeps the aspect ratio closer (Pillow's
+    ``preserve_aspect_ratio``); with `upscale` the same rule enlarges.
+    """
+    if side >= w and side >= h and not upscale:
+        return w, h
+    aspect = w / h
+    if aspect <= 1:  # x / y >= aspect with x == y == side: width follows
+        return _closest(side * aspect, lambda n: abs(aspect - n / side)), side
+    return side, _closest(side / aspect, lambda n: 0 if n == 0 else abs(aspect - side / n))
+
+
+def _closest(number: float, error: Callable[[int], float]) -> int:
+    """floor or ceil of `number`, whichever has the smaller `error` (floor on a tie), at least 1."""
+    return max(min(math.floor(number), math.ceil(number), key=error), 1)
 
 
 def clip_box(box: Box, size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -135,8 +159,9 @@ def _box_values(box: Box) -> tuple[float, ...]:
 
 
 def _crop_side(max_side: int, crop_side: int, full_side: int) -> int:
-    """cirtorch v1.2: a crop is resized with max_side * max(crop) / max(full) (same scale)."""
-    return max(1, round(max_side * crop_side / full_side))
+    """cirtorch v1.2: a crop is resized to max_side * max(crop) / max(full), floored by
+    thumbnail (same scale as the full image; rounding would give 1 px more in ~40% of crops)."""
+    return max(1, math.floor(max_side * crop_side / full_side))
 
 
 def prepared_size(size: tuple[int, int], max_side: int, box: Box | None = None) -> tuple[int, int]:
@@ -147,9 +172,7 @@ def prepared_size(size: tuple[int, int], max_side: int, box: Box | None = None) 
         x1, y1, x2, y2 = clip_box(box, size)
         side = _crop_side(max_side, max(x2 - x1, y2 - y1), max(w, h))
         w, h = x2 - x1, y2 - y1
-    if side >= max(w, h):  # prepare_image only shrinks
-        return h, w
-    new_w, new_h = _scaled(w, h, side)
+    new_w, new_h = thumbnail_size(w, h, side)  # prepare_image only shrinks
     return new_h, new_w
 
 

@@ -12,6 +12,7 @@ from retrieval.data.transforms import (
     open_image,
     prepare_pixels,
     prepared_size,
+    thumbnail_size,
     to_rgb,
 )
 
@@ -143,3 +144,74 @@ def test_decompression_bomb_names_the_file_and_the_fix(tmp_path, monkeypatch):
     for read in (load_image, lambda p: open_image(p).__enter__()):
         with pytest.raises(ValueError, match=r"too large.*bomb\.png.*MAX_IMAGE_PIXELS"):
             read(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Parity with cirtorch's loader (cirtorch/datasets/genericdataset.py ImagesFromList, re-written
+# here from its source: pil_loader, crop by the box, imresize = thumbnail with ANTIALIAS)
+# --------------------------------------------------------------------------------------------
+
+
+def _cirtorch_image(path, imsize, bbx=None) -> np.ndarray:
+    with open(path, "rb") as handle:
+        img = Image.open(handle).convert("RGB")
+    imfullsize = max(img.size)
+    if bbx is not None:
+        img = img.crop(bbx)
+        img.thumbnail((imsize * max(img.size) / imfullsize,) * 2, Image.Resampling.LANCZOS)
+    else:
+        img.thumbnail((imsize, imsize), Image.Resampling.LANCZOS)
+    return np.asarray(img).transpose(2, 0, 1)
+
+
+def _photo(path, w: int, h: int, seed: int) -> None:
+    """A smooth photo-like JPEG (gradients plus noise), so resampling differences show."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (w + h)], axis=-1)
+    noisy = np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(noisy).save(path, quality=90)
+
+
+@pytest.mark.parametrize(
+    ("w", "h", "imsize", "bbx"),
+    [
+        (500, 375, 362, None),
+        (375, 500, 362, None),
+        (640, 427, 300, (12.3, 40.7, 501.5, 399.2)),
+        (1024, 683, 1024, (136.5, 34.1, 648.5, 655.7)),  # a crop of a 1024 px image, not resized
+        (800, 600, 256, (0, 0, 799.6, 301.4)),
+        (333, 333, 1024, (10, 10, 100, 50)),  # no resize at all
+    ],
+)
+def test_prepare_pixels_equals_cirtorch_loader(tmp_path, w, h, imsize, bbx):
+    path = tmp_path / "photo.jpg"
+    _photo(path, w, h, seed=w + h)
+    ours = prepare_pixels(path, imsize, bbx).numpy()
+    np.testing.assert_array_equal(ours, _cirtorch_image(path, imsize, bbx))
+    assert prepared_size((w, h), imsize, bbx) == ours.shape[1:]
+
+
+def test_query_crops_are_floored_like_cirtorch():
+    # 1000 x 800 image, box 333 x 200 px: 362 * 333 / 1000 = 120.546 -> 120 (rounding: 121)
+    assert prepared_size((1000, 800), 362, (0, 0, 333, 200)) == (72, 120)
+
+
+def test_thumbnail_size_is_pillows_on_many_shapes():
+    rng = np.random.default_rng(0)
+    for w, h, side in rng.integers(1, 400, size=(400, 3)):
+        img = Image.new("L", (int(w), int(h)))
+        img.thumbnail((int(side), int(side)))
+        assert thumbnail_size(int(w), int(h), int(side)) == img.size, (w, h, side)
+
+
+def test_prepare_pixels_equals_cirtorch_loader_on_real_photos(shared_data):
+    folder = shared_data / "holidays805/jpg"
+    if not folder.is_dir():
+        pytest.skip("holidays805 absent")
+    for path in sorted(folder.glob("*.jpg"))[:6]:
+        w, h = Image.open(path).size
+        box = (w * 0.21, h * 0.13, w * 0.77, h * 0.91)
+        for imsize, bbx in ((362, None), (300, box), (1024, box)):
+            ours = prepare_pixels(path, imsize, bbx).numpy()
+            np.testing.assert_array_equal(ours, _cirtorch_image(path, imsize, bbx))

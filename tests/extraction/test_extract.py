@@ -170,9 +170,10 @@ def test_query_box_equals_precropped_file(images, net, tmp_path):
     box = (10.4, 20.2, 70.6, 60.0)  # on the 96 x 72 image; rounds to (10, 20, 71, 60): 61 x 40
     crop_path = tmp_path / "crop.png"
     Image.open(images[4]).crop((10, 20, 71, 60)).save(crop_path)
-    # v1.2 rule: the crop is resized with max_side * 61 / 96 = 40.67 -> 41.
-    crop_side = round(MAX_SIDE * 61 / 96)
-    assert prepared_size(images[4], MAX_SIDE, box) == (27, 41)
+    # v1.2 rule: the crop is resized with max_side * 61 / 96 = 40.67, floored by thumbnail -> 40
+    # (61 x 40 -> 40 x 26: 26 keeps the aspect ratio 1.525 closer than 27).
+    crop_side = 40
+    assert prepared_size(images[4], MAX_SIDE, box) == (26, 40)
 
     with_box = extract_descriptors(
         net, [images[4], images[0]], MAX_SIDE, boxes=[box, None], progress=False
