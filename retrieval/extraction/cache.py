@@ -68,8 +68,8 @@ def cache_key_hash(key: dict[str, Any]) -> str:
 
 # Bumped when decoding or cropping images changes what a descriptor is computed from, so that
 # descriptors cached by an older loader are recomputed. 2: 16-bit photos scaled, not clipped to
-# white; query boxes clipped to the image.
-LOADER_VERSION = 2
+# white; query boxes clipped to the image. 3: cirtorch's resize (thumbnail, LANCZOS, crops floored).
+LOADER_VERSION = 3
 
 
 def extraction_key(

@@ -76,4 +76,4 @@ def test_the_key_names_the_image_loader_version(net):
     from retrieval.extraction import cache
 
     key = extraction_key(net, "toy", IMAGES, max_side=64)
-    assert key["loader"] == cache.LOADER_VERSION == 2
+    assert key["loader"] == cache.LOADER_VERSION == 3
