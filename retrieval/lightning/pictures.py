@@ -20,11 +20,13 @@ from retrieval.models.net import RetrievalNet
 from retrieval.types import RetrievalBenchmark
 from retrieval.viz.grids import benchmark_grid, pick_queries
 from retrieval.viz.maps import (
+    activation_legend,
     activation_map,
     distance_histograms,
     draw_matches,
     hstack,
     mac_matches,
+    matches_legend,
     overlay_heatmap,
     similarity_to_distance,
     tile,
@@ -144,9 +146,9 @@ class ValidationPictures(pl.Callback):
                     match_rows.append(self._match_row(query, results[0]))
         finally:
             net.train(training)
-        pictures = {"activations": vstack(heat_rows)}
+        pictures = {"activations": activation_legend(vstack(heat_rows), self.thumb)}
         if match_rows:
-            pictures["mac_matches"] = vstack(match_rows)
+            pictures["mac_matches"] = matches_legend(vstack(match_rows), self.matches)
         return pictures
 
     def _activation_row(

@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from retrieval.data.transforms import to_rgb
 from retrieval.types import Box, RetrievalBenchmark
+from retrieval.viz.legend import Key, draw_legend, legend_size
 
 Colour = tuple[int, int, int]
 
@@ -38,7 +39,6 @@ FRAME = 4  # frame thickness around each thumbnail
 BOX_WIDTH = 2  # line width of the query box
 GAP = 4  # background between cells
 HEADER = 14  # strip above the grid: column titles
-FOOTER = 18  # strip below the grid: colour legend
 REVISITED_PROTOCOLS = ("easy", "medium", "hard")
 
 
@@ -141,10 +141,26 @@ def cell_origin(row: int, col: int, thumb: int) -> tuple[int, int]:
     return GAP + col * step, HEADER + GAP + row * step
 
 
-def grid_size(n_rows: int, top: int, thumb: int) -> tuple[int, int]:
-    """(width, height) of a grid of ``n_rows`` queries with ``top`` results each."""
+def grid_keys(boxes: bool = False, masks: bool = False) -> list[Key]:
+    """The legend of a grid: the query's frame (and box), the labels' frames (and the masks)."""
+    keys = [Key("query", (QUERY_FRAME_COLOUR,))]
+    if boxes:
+        keys.append(Key("query box (the region searched)", (QUERY_BOX_COLOUR,), outline=True))
+    keys += [Key(label, (LABEL_COLOURS[label],)) for label in LABELS]
+    if masks:
+        keys.append(Key("tint: the object's predicted mask", (MASK_COLOUR,)))
+    return keys
+
+
+def grid_size(
+    n_rows: int, top: int, thumb: int, keys: Sequence[Key] | None = None
+) -> tuple[int, int]:
+    """(width, height) of a grid of ``n_rows`` queries with ``top`` results each, and its legend
+    of ``keys`` (default: :func:`grid_keys` without box nor mask) below."""
     step = cell_size(thumb) + GAP
-    return GAP + (1 + top) * step, HEADER + GAP + n_rows * step + FOOTER
+    width = GAP + (1 + top) * step
+    legend_width, legend_height = legend_size(grid_keys() if keys is None else keys, width)
+    return legend_width, HEADER + GAP + n_rows * step + legend_height
 
 
 def _framed(
@@ -158,14 +174,6 @@ def _framed(
     side = tile.size[0] + 2 * FRAME
     draw.rectangle((x, y, x + side - 1, y + side - 1), fill=colour)
     canvas.paste(tile, (x + FRAME, y + FRAME))
-
-
-def _legend(draw: ImageDraw.ImageDraw, font: Any, y: int) -> None:
-    x = GAP
-    for name in LABELS:
-        draw.rectangle((x, y + 3, x + 10, y + 13), fill=LABEL_COLOURS[name])
-        draw.text((x + 14, y + 2), name, fill=TEXT_COLOUR, font=font)
-        x += 14 + int(draw.textlength(name, font=font)) + 12
 
 
 def overlay_mask(tile: Image.Image, mask: np.ndarray, alpha: float = 0.45) -> Image.Image:
@@ -210,7 +218,12 @@ def retrieval_grid(
             f"retrieval_grid: {len(queries)} queries, {len(query_boxes)} boxes, {len(ranked)} "
             f"ranked lists and {len(labels)} label lists; need one each"
         )
-    canvas = Image.new("RGB", grid_size(len(queries), top, thumb), BACKGROUND)
+    keys = grid_keys(
+        boxes=any(box is not None for box in query_boxes),
+        masks=masks is not None and any(m is not None for row in masks for m in row),
+    )
+    size = grid_size(len(queries), top, thumb, keys)
+    canvas = Image.new("RGB", size, BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
     for col, title in enumerate(["query"] + [str(k + 1) for k in range(top)]):
@@ -238,7 +251,8 @@ def retrieval_grid(
             if mask is not None:
                 tile = overlay_mask(tile, mask)
             _framed(draw, canvas, tile, cell_origin(row, k + 1, thumb), LABEL_COLOURS[label])
-    _legend(draw, font, canvas.size[1] - FOOTER)
+    cells_bottom = grid_size(len(queries), top, thumb, [])[1]
+    draw_legend(draw, keys, cells_bottom, size[0])
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(out_path, format="PNG")

@@ -15,6 +15,7 @@ from PIL import Image, ImageColor, ImageDraw, ImageFont, ImageOps
 from retrieval.data.transforms import to_rgb
 from retrieval.models.pooling import Pooling
 from retrieval.viz.grids import BACKGROUND, LETTERBOX, NEGATIVE_COLOUR, POSITIVE_COLOUR, TEXT_COLOUR
+from retrieval.viz.legend import Key, with_legend
 
 Colour = tuple[int, int, int]
 Cell = tuple[int, int]  # (row, column) of a feature-map position
@@ -23,6 +24,10 @@ HEAT_LOW: Colour = (0, 0, 255)  # heatmap colours: blue (low), yellow, red (high
 HEAT_MID: Colour = (255, 255, 0)
 HEAT_HIGH: Colour = (255, 0, 0)
 GAP = 4
+HEAT_KEY = Key(
+    "the pooling's response, low to high (low: the photo left as it is)",
+    (HEAT_LOW, HEAT_MID, HEAT_HIGH),
+)
 
 # Distance histogram layout (pixels), exposed so that tests can read bars back.
 HIST_LEFT = 64  # label column left of the plot
@@ -156,6 +161,28 @@ def draw_matches(
         box = cell_box(match.db_cell, db_map_size, db_image.size)
         right.rectangle(box, outline=colour, width=width)
     return hstack([query_image, db_image])
+
+
+def activation_legend(picture: Image.Image, thumb: int) -> Image.Image:
+    """An activation picture (rows of ``thumb`` tiles: the query crop, then its results) with its
+    columns titled and its colours explained."""
+    columns = max(1, (picture.width + GAP) // (thumb + GAP))
+    titles = [(0, "query (crop)")] + [(c * (thumb + GAP), f"result {c}") for c in range(1, columns)]
+    return with_legend(picture, [HEAT_KEY], titles)
+
+
+def matches_legend(picture: Image.Image, matches: int) -> Image.Image:
+    """A MAC-matches picture (rows of a query and its top-1 result) with its layout and its boxes'
+    colours explained."""
+    keys = [
+        Key("left: the query (its crop); right: its top-1 result"),
+        Key(
+            "one colour per region pair adding most to the MAC similarity",
+            tuple(palette(max(1, min(matches, 5)))),
+            outline=True,
+        ),
+    ]
+    return with_legend(picture, keys)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from retrieval.data.formats import RetrievalBenchmark
 from retrieval.lightning.pictures import PICTURES, ValidationPictures, picture_path
 from retrieval.models.pooling import GeM
 from retrieval.viz import grids as viz
+from retrieval.viz import legend
 from retrieval.viz import maps as viz_maps
 
 GREY, WHITE = (100, 100, 100), (255, 255, 255)
@@ -87,14 +88,24 @@ def test_callback_draws_every_picture_with_the_planted_answers(tmp_path, benchma
             x, y = viz.cell_origin(row, col, THUMB)
             assert grid.getpixel((x + viz.FRAME // 2, y + THUMB // 2)) == colour
 
-    # Activations: one row per query (query + top 3); the reddest pixel of each tile is on the
-    # square (64 px images in 64 px tiles: same coordinates).
+    # Activations: one row per query (query + top 3) under the columns' titles; the reddest pixel
+    # of each tile is on the square (64 px images in 64 px tiles: same coordinates).
     heat = Image.open(paths["activations"]).convert("RGB")
-    step = THUMB + viz_maps.GAP
-    assert heat.size == (4 * step - viz_maps.GAP, 2 * step - viz_maps.GAP)
+    step, top = THUMB + viz_maps.GAP, legend.LINE
+    tiles_width, tiles_height = 4 * step - viz_maps.GAP, 2 * step - viz_maps.GAP
+    legend_width, legend_height = legend.legend_size([viz_maps.HEAT_KEY], tiles_width)
+    assert heat.size == (legend_width, top + tiles_height + legend_height)
+    pixels = np.asarray(heat)
+    for col in range(4):  # a title (dark text) over every column
+        assert (pixels[:top, col * step : col * step + THUMB] < 100).all(-1).any()
+    # Below the tiles, the colour scale runs from the low colour to the high one.
+    y = top + tiles_height + 3 + legend.SWATCH // 2
+    assert heat.getpixel((legend.PAD, y)) == viz_maps.HEAT_LOW
+    assert heat.getpixel((legend.PAD + 3 * legend.SWATCH - 1, y)) == viz_maps.HEAT_HIGH
     for row in range(2):
         for col in range(4):
-            tile = heat.crop((col * step, row * step, col * step + THUMB, row * step + THUMB))
+            y = top + row * step
+            tile = heat.crop((col * step, y, col * step + THUMB, y + THUMB))
             red = redness(tile)
             y, x = np.unravel_index(red.argmax(), red.shape)
             assert SQUARE[0] <= x < SQUARE[2] and SQUARE[1] <= y < SQUARE[3]
@@ -110,6 +121,11 @@ def test_callback_draws_every_picture_with_the_planted_answers(tmp_path, benchma
         assert matches.getpixel((dx + x2, (y1 + y2) // 2)) == colour
         assert matches.getpixel((dx + (x1 + x2) // 2, (y1 + y2) // 2)) == WHITE
     assert (np.asarray(matches) == colour).all(-1).sum() > 0
+    # Its legend below the two rows: two lines, the second one's swatches in the boxes' colours.
+    rows_height = 2 * (2 * THUMB) + viz_maps.GAP
+    assert matches.size[1] == rows_height + 2 * legend.LINE
+    swatch_edge = (legend.PAD, rows_height + legend.LINE + 3 + legend.SWATCH // 2)
+    assert matches.getpixel(swatch_edge) == viz_maps.palette(5)[0]
 
     # Distances: one row per epoch so far, positives at d(0.9 or 0.95) < 0.5, negatives at 1.34.
     hist = np.asarray(Image.open(paths["distances"]).convert("RGB"))

@@ -11,6 +11,7 @@ from PIL import Image
 from retrieval.data import formats
 from retrieval.data.formats import RetrievalBenchmark
 from retrieval.viz import grids as viz
+from retrieval.viz.legend import legend_size
 
 THUMB = 64
 STEP = THUMB + 2 * viz.FRAME + viz.GAP  # distance between the left edges of two cells
@@ -118,7 +119,8 @@ def test_grid_size_and_frames(tmp_path, images):
     assert img.format == "PNG"
     cells_w = (1 + top) * STEP + viz.GAP
     cells_h = 2 * STEP + viz.GAP
-    assert img.size == (cells_w, viz.HEADER + cells_h + viz.FOOTER)
+    legend_height = legend_size(viz.grid_keys(), cells_w)[1]  # no box, no mask: 4 keys
+    assert img.size == (cells_w, viz.HEADER + cells_h + legend_height)
 
     assert frame_colour(img, 0, 0) == viz.QUERY_FRAME_COLOUR
     assert frame_colour(img, 0, 1) == viz.POSITIVE_COLOUR
@@ -231,7 +233,7 @@ def test_benchmark_grid_uses_protocol(tmp_path, images):
     green, yellow, red = viz.POSITIVE_COLOUR, viz.JUNK_COLOUR, viz.NEGATIVE_COLOUR
 
     img = Image.open(viz.benchmark_grid(bench, ranks, tmp_path / "m.png", 2, thumb=THUMB, top=3))
-    assert img.size == viz.grid_size(2, 3, THUMB)
+    assert img.size == viz.grid_size(2, 3, THUMB, viz.grid_keys(boxes=True))  # query 0's box
     assert [frame_colour(img, 0, c) for c in (1, 2, 3)] == [green, yellow, red]  # query 0
     assert [frame_colour(img, 1, c) for c in (1, 2, 3)] == [green, green, red]  # query 2
     centres = [pixel(img, (x + 4, y)) for x, y in (tile_centre(0, c) for c in (1, 2, 3))]
@@ -242,7 +244,7 @@ def test_benchmark_grid_uses_protocol(tmp_path, images):
 
     hard = viz.benchmark_grid(bench, ranks, tmp_path / "h.png", protocol="hard", thumb=THUMB, top=3)
     img = Image.open(hard)
-    assert img.size == viz.grid_size(3, 3, THUMB)
+    assert img.size == viz.grid_size(3, 3, THUMB, viz.grid_keys(boxes=True))
     assert [frame_colour(img, 0, c) for c in (1, 2, 3)] == [green, yellow, red]
     assert [frame_colour(img, 1, c) for c in (1, 2, 3)] == [yellow, red, red]
     assert [frame_colour(img, 2, c) for c in (1, 2, 3)] == [green, yellow, red]
@@ -272,7 +274,7 @@ def test_benchmark_grid_on_synthetic_world(tmp_path, monkeypatch):
     ranks = np.argsort(-queries @ db.T, axis=1)
     thumb = 128
     img = Image.open(viz.benchmark_grid(bench, ranks, tmp_path / "grid.png"))
-    assert img.size == viz.grid_size(4, 10, 128)
+    assert img.size == viz.grid_size(4, 10, 128, viz.grid_keys(boxes=True))
     chosen = viz.pick_queries(len(bench.queries), 4)
     for row, q in enumerate(chosen):
         positives = set(bench.gnd[q]["easy"]) | set(bench.gnd[q]["hard"])
