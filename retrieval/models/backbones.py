@@ -17,6 +17,7 @@ import torchvision
 from torch import nn
 from torch.func import functional_call
 
+from retrieval.models.cirtorch_weights import load_cirtorch_features
 from retrieval.models.efficientnet_lite import (
     LITE0_MEAN,
     LITE0_STD,
@@ -241,7 +242,8 @@ class Backbone(nn.Module):
 
 
 def build_backbone(name: str, weights: str = "none") -> Backbone:
-    """Build backbone `name` with weights "none", "imagenet[:MEMBER]" or a state-dict path."""
+    """Build backbone `name` with weights "none", "imagenet[:MEMBER]", "cirtorch" (the Caffe
+    ImageNet trunks cirtorch starts from: vgg16, resnet50/101/152) or a state-dict path."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid names: {sorted(BACKBONES)}")
     spec = BACKBONES[name]
@@ -258,6 +260,8 @@ def _resolve_weights(name: str, spec: BackboneSpec, weights: str) -> Mapping | N
     """Turn the weights argument into a loaded state dict (None for random init)."""
     if weights == "none":
         return None
+    if weights == "cirtorch":  # the trunk alone, as cirtorch's net.features
+        return {f"features.{k}": v for k, v in load_cirtorch_features(name).items()}
     if weights == "imagenet" or weights.startswith("imagenet:"):
         member = weights.partition(":")[2] or "DEFAULT"
         if spec.local_imagenet is not None:
@@ -271,7 +275,7 @@ def _resolve_weights(name: str, spec: BackboneSpec, weights: str) -> Mapping | N
     if not path.is_file():
         raise FileNotFoundError(
             f"weights file for backbone '{name}' not found: {path}; pass an existing state-dict "
-            "path, 'imagenet' or 'none'."
+            "path, 'imagenet', 'cirtorch' or 'none'."
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

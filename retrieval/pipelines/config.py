@@ -7,6 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from retrieval.models.cirtorch_weights import CIRTORCH_FEATURES
 from retrieval.models.net import RetrievalNet, build_net
 from retrieval.models.pooling import PoolingArgumentError, check_pooling_args
 
@@ -32,11 +33,18 @@ def _number(value: Any, key: str, kind: type = float) -> Any:
 def validate_network_config(cfg: DictConfig) -> None:
     """Check backbone weights and pooling arguments before anything is built."""
     weights = str(cfg.backbone.get("weights", "none"))
-    if weights != "none" and not weights.startswith("imagenet"):
+    if weights == "cirtorch":
+        _check(
+            str(cfg.backbone.name) in CIRTORCH_FEATURES,
+            "backbone.weights",
+            f"'cirtorch' weights exist for {sorted(CIRTORCH_FEATURES)}, not {cfg.backbone.name}.",
+        )
+    elif weights != "none" and not weights.startswith("imagenet"):
         _check(
             Path(weights).expanduser().is_file(),
             "backbone.weights",
-            f"{weights!r} is neither 'none', 'imagenet[:VERSION]' nor an existing state-dict file.",
+            f"{weights!r} is neither 'none', 'imagenet[:VERSION]', 'cirtorch' nor an existing "
+            "state-dict file.",
         )
     try:  # the pooling checks its own arguments; name the key that passed the bad one
         check_pooling_args(str(cfg.pooling.name), pooling_args(cfg))

@@ -319,3 +319,74 @@ def test_lite0_is_really_pretrained_on_ukbench() -> None:
     # about 2.5 on these 25 objects, so random features are far from chance (1.0).
     assert pretrained > 3.7
     assert random_init < 3.2
+
+
+# --------------------------------------------------------------------------------------------------
+# weights="cirtorch": cirtorch's Caffe-converted ImageNet trunks
+# --------------------------------------------------------------------------------------------------
+
+
+def test_cirtorch_offline_error_names_file_and_folder(offline_hub: Path) -> None:
+    with pytest.raises(RuntimeError) as info:
+        build_backbone("resnet101", "cirtorch")
+    message = str(info.value)
+    name = "imagenet-caffe-resnet101-features-10a101d.pth"
+    assert f"weights {name} for backbone 'resnet101' are not in {offline_hub} " in message
+    assert f"save it in {offline_hub}" in message
+    assert f"networks/imagenet/{name}" in message and "TORCH_HOME" in message
+
+
+def test_cirtorch_weights_only_for_its_four_trunks() -> None:
+    with pytest.raises(ValueError, match=r"'resnet18' has no cirtorch.*\['resnet101', 'resnet152'"):
+        build_backbone("resnet18", "cirtorch")
+
+
+def _caffe_style_file(path: Path, seed: int) -> dict[str, torch.Tensor]:
+    """A trunk state dict in the layout of cirtorch's imagenet-caffe files: cirtorch's
+    ``net.features`` (children of torchvision's resnet but avgpool/fc) without batch counters."""
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18()
+    _randomize_bn_stats(model)
+    features = torch.nn.Sequential(*list(model.children())[:-2])
+    state = {k: v for k, v in features.state_dict().items() if "num_batches" not in k}
+    torch.save(state, path)
+    return state
+
+
+def test_cirtorch_weights_download_once_and_load(
+    offline_hub: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from retrieval.models import cirtorch_weights
+
+    name = "imagenet-caffe-resnet18-features-0000000.pth"
+    monkeypatch.setitem(cirtorch_weights.CIRTORCH_FEATURES, "resnet18", name)
+    served = tmp_path / "server.pth"
+    state = _caffe_style_file(served, seed=3)
+    fetched = []
+
+    def serve(url: str, dst: str, **kwargs: object) -> None:
+        fetched.append(url)
+        Path(dst).write_bytes(served.read_bytes())
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", serve)
+    for _ in range(2):
+        backbone = build_backbone("resnet18", "cirtorch")
+        assert torch.equal(backbone.features[0].weight, state["0.weight"])
+        assert torch.equal(backbone.features[7][1].bn2.running_var, state["7.1.bn2.running_var"])
+    assert fetched == [f"http://cmp.felk.cvut.cz/cnnimageretrieval/data/networks/imagenet/{name}"]
+    assert (offline_hub / name).is_file()
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet50", "resnet101", "resnet152"])
+def test_cirtorch_files_fit_our_trunks_key_for_key(name: str) -> None:
+    # cirtorch's features: VGG's conv layers but the last max-pool, ResNet's children but avgpool
+    # and fc; its files are their state dicts, so our trunk must have exactly those keys.
+    with torch.device("meta"):
+        model = getattr(torchvision.models, name)()
+        backbone = build_backbone(name)
+    children = list(model.features.children())[:-1] if name == "vgg16" else None
+    cut = children if children is not None else list(model.children())[:-2]
+    cirtorch = torch.nn.Sequential(*cut).state_dict()
+    ours = backbone.features.state_dict()
+    assert list(ours) == list(cirtorch)
+    assert all(ours[k].shape == cirtorch[k].shape for k in ours)

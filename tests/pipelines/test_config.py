@@ -14,6 +14,7 @@ from retrieval.pipelines.config import (
     ConfigError,
     build_net_from_config,
     extract_options,
+    validate_network_config,
     validate_train_config,
 )
 from retrieval.pipelines.known_keys import check_known_keys
@@ -84,6 +85,11 @@ def test_experiment_reproduces_cirtorch_recipe(compose_train):
     assert cfg.optimizer.weight_decay == 1e-6 and cfg.data.nnum == 5
     assert (cfg.data.qsize, cfg.data.poolsize, cfg.data.batch_size) == (2000, 22000, 5)
     assert (cfg.data.image_size, cfg.data.test_image_size) == (362, 1024)
+    assert cfg.backbone.weights == "cirtorch"  # cirtorch's Caffe ImageNet trunk, as cirtorch
+    validate_network_config(cfg)
+    cfg.backbone.name = "efficientnet_lite0"
+    with pytest.raises(ConfigError, match=r"'cirtorch' weights exist for \['resnet101'"):
+        validate_network_config(cfg)
 
 
 def test_unknown_choice_lists_valid_options(compose_train):
