@@ -154,8 +154,10 @@ class GeM(Pooling):
         return in_dim
 
     def multiscale_exponent(self) -> float:
-        """The p GeM pools with (clamped to >= 1; the mean p if per channel)."""
-        return float(self.p.detach().float().clamp(min=1.0).mean())
+        """The p GeM pools with (clamped to >= 1); 1 with a p per channel, as cirtorch's GeMmp."""
+        if self.p.dim() == 1:  # cirtorch's test.py uses p for 'gem' only, the plain mean else
+            return 1.0
+        return float(self.p.detach().float().clamp(min=1.0))
 
     def training_logs(self) -> dict[str, Tensor]:
         """The raw learned p (its mean if per channel)."""

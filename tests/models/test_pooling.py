@@ -230,9 +230,13 @@ def test_check_pooling_args_names_the_bad_argument(name, args, argument):
 def test_multiscale_exponent_is_gem_p_only():
     gem_pool, per_channel = GeM(p=2.5), GeM(p=2.0, per_channel=4)
     with torch.no_grad():
-        per_channel.p.copy_(torch.tensor([0.5, 2.0, 3.0, 4.0]))  # 0.5 counts as 1, as GeM uses it
+        per_channel.p.copy_(torch.tensor([0.5, 2.0, 3.0, 4.0]))
     assert gem_pool.multiscale_exponent() == pytest.approx(2.5)
-    assert per_channel.multiscale_exponent() == pytest.approx(2.5)
+    assert per_channel.multiscale_exponent() == 1.0  # cirtorch's GeMmp: msp = 1, not mean p
+    learned_below_one = GeM(p=1.5)
+    with torch.no_grad():
+        learned_below_one.p.fill_(0.5)
+    assert learned_below_one.multiscale_exponent() == 1.0  # 0.5 counts as 1, as GeM uses it
     # cirtorch averages scales with p for plain GeM only: R-GeM and the rest take the plain mean
     others = (MAC(), SPoC(), RMAC(), RGeM(p=3.0), RSPoC(), CroW(), SoftBoW(num_words=2, in_dim=3))
     assert all(pool.multiscale_exponent() == 1.0 for pool in others)
