@@ -170,7 +170,7 @@ class RetrievalModule(pl.LightningModule):
             loss = self.multistage_step(batch)
             optimizer.step()
             size = len(batch["labels"]) if isinstance(batch, dict) else len(batch)
-        self._log_step_and_epoch("loss", loss, size, prog_bar=True)
+        self._log_step_and_epoch("loss", self._logged_loss(batch, loss), size, prog_bar=True)
         for name, value in self.net.pooling.training_logs().items():  # e.g. GeM's p
             self._log_step_and_epoch(name, value, size)
         return loss
@@ -182,8 +182,16 @@ class RetrievalModule(pl.LightningModule):
 
     def validation_step(self, batch: TupleBatch | LabelBatch, batch_idx: int) -> torch.Tensor:
         loss, size = self._batch_loss(batch)
-        self.log("val/loss", loss, batch_size=size, sync_dist=True)
+        self.log("val/loss", self._logged_loss(batch, loss), batch_size=size, sync_dist=True)
         return loss
+
+    @staticmethod
+    def _logged_loss(batch: TupleBatch | LabelBatch, loss: torch.Tensor) -> torch.Tensor:
+        """The loss as logged: per tuple for tuple batches (cirtorch's mean over tuples; the
+        gradient stays that of the summed loss), as it is for labelled batches."""
+        if isinstance(batch, dict):
+            return loss.detach()
+        return loss.detach() / len(batch)
 
     def on_train_epoch_end(self) -> None:
         if not self.automatic_optimization:  # Lightning steps schedulers only when it optimises
@@ -207,13 +215,16 @@ class RetrievalModule(pl.LightningModule):
         other_params = [p for p in self.net.parameters() if id(p) not in pooling_ids]
         other_params += list(self.loss_fn.parameters())  # e.g. a pml classification head
         # Named groups: the learning-rate monitor logs lr-Adam/net and lr-Adam/pooling.
-        groups = [{"params": other_params, "lr": lr, "weight_decay": wd, "name": "net"}]
-        groups += pooling.param_groups(lr, float(cfg.get("pooling_lr_mult", 10.0)))
+        # cirtorch steps its scheduler before each epoch: epoch e trains at lr * gamma^(e + 1).
+        # Lightning steps after each epoch, so the groups start one step on.
+        gamma = math.exp(-float(cfg.get("lr_decay", 0.0)))
+        first = lr * gamma
+        groups = [{"params": other_params, "lr": first, "weight_decay": wd, "name": "net"}]
+        groups += pooling.param_groups(first, float(cfg.get("pooling_lr_mult", 10.0)))
         name = cfg["name"]
         if name not in OPTIMIZERS:
             raise ValueError(f"Unknown optimizer.name={name!r}; valid: {', '.join(OPTIMIZERS)}")
-        optimizer = OPTIMIZERS[name](groups, lr, cfg)
-        gamma = math.exp(-float(cfg.get("lr_decay", 0.0)))
+        optimizer = OPTIMIZERS[name](groups, first, cfg)
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
         return {
             "optimizer": optimizer,
