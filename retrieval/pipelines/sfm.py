@@ -59,6 +59,8 @@ def network_describer(
             max_side=image_size,
             batch_size=batch_size,
             device=device,
+            precision="auto",  # train.py's fast path: bf16 where exact enough, NHWC
+            channels_last=True,
             desc="sfm: describe",
         )
 
@@ -87,6 +89,10 @@ def _parser() -> argparse.ArgumentParser:
     add("--max-side", type=int, default=d.max_side, help="longest side COLMAP and training see")
     add("--max-features", type=int, default=d.max_features, help="SIFT features per image")
     add("--min-model-size", type=int, default=d.min_model_size, help="smallest model kept")
+    add("--min-inliers", type=int, default=d.min_inliers, help="a verified pair: inliers")
+    add("--init-min-inliers", type=int, default=d.init_min_inliers, help="mapper: first pair")
+    add("--init-min-tri-angle", type=float, default=d.init_min_tri_angle, help="mapper: degrees")
+    add("--abs-pose-min-inliers", type=int, default=d.abs_pose_min_inliers, help="registration")
     add("--min-overlap", type=float, default=d.min_overlap, help="positives: shared/query points")
     add("--max-scale", type=float, default=d.max_scale, help="positives: largest scale change")
     add("--min-shared", type=int, default=d.min_shared, help="positives: fewest shared points")
@@ -105,6 +111,10 @@ def _options(args: argparse.Namespace) -> SfmOptions:
         pairs_k=args.pairs_k,
         exhaustive_max=args.exhaustive_max,
         min_model_size=args.min_model_size,
+        min_inliers=args.min_inliers,
+        init_min_inliers=args.init_min_inliers,
+        init_min_tri_angle=args.init_min_tri_angle,
+        abs_pose_min_inliers=args.abs_pose_min_inliers,
         min_overlap=args.min_overlap,
         max_scale=args.max_scale,
         min_shared=args.min_shared,

@@ -96,6 +96,8 @@ def write_dataset(
 ) -> dict:
     """Write the training set ``root/train/<name>``; the tuple database is written last."""
     name, folder = options.name, formats.sfm_dir(root, options.name)
+    # The database marks a complete set: gone while its sidecars change, back when all agree.
+    formats.sfm_db_path(root, name).unlink(missing_ok=True)
     is_val = split_models(len(models), options.val_fraction, options.seed)
     rng = np.random.default_rng([options.seed, 0x9D5])
     splits = {}

@@ -80,3 +80,19 @@ def test_validation_models_are_whole_models(tmp_path, three_models):
     assert not set(val.cluster.tolist()) & set(train.cluster.tolist())
     assert not set(val.cids) & set(train.cids)
     assert len(train) + len(val) == 7
+
+
+def test_interrupted_rewrite_leaves_no_database_over_newer_sidecars(
+    tmp_path, three_models, monkeypatch
+):
+    models, images, sources = three_models
+    write_dataset(tmp_path, models, images, sources, SfmOptions(name="mine", val_fraction=0.0))
+    assert formats.sfm_db_path(tmp_path, "mine").is_file()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(formats, "write_whiten_pairs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(tmp_path, models, images, sources, SfmOptions(name="mine", min_shared=50))
+    assert not formats.sfm_db_path(tmp_path, "mine").exists()
