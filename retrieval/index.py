@@ -12,6 +12,14 @@ log = logging.getLogger(__name__)
 INDEX_TYPES = ("flat", "ivfpq", "hnsw")
 PQ_BITS = 8
 PQ_CENTROIDS = 2**PQ_BITS  # each PQ sub-quantiser's codebook, trained by k-means on the database
+# faiss-gpu selects at most this many results per query (GPU_MAX_SELECTION_K); a larger k, as a
+# full ranking of ROxford's 4,993 images asks, is searched on the CPU instead.
+GPU_MAX_K = 2048
+
+
+def gpu_available() -> bool:
+    """Whether this FAISS build has GPU support and sees a GPU."""
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
 def build_index(
@@ -41,7 +49,7 @@ def build_index(
     else:
         raise ValueError(f"Unknown index type {index_type!r}; valid: {', '.join(INDEX_TYPES)}")
     if use_gpu is None:
-        use_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+        use_gpu = gpu_available()
     if use_gpu:
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
     index.add(database)
@@ -76,10 +84,19 @@ def search(
     queries: np.ndarray,
     k: int | None = None,
     index_type: str = "flat",
+    use_gpu: bool | None = None,
     **index_args: object,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (default: all) database rows per query: (scores Q x k, ranks Q x k), best first."""
+    """Top-k (default: all) database rows per query: (scores Q x k, ranks Q x k), best first.
+
+    On a GPU, a k above faiss-gpu's limit (`GPU_MAX_K`) is searched on the CPU: same results.
+    """
     k = database.shape[0] if k is None else min(int(k), database.shape[0])
-    index = build_index(database, index_type, **index_args)
+    if use_gpu is None:
+        use_gpu = gpu_available()
+    if use_gpu and k > GPU_MAX_K:
+        log.info("k=%d is above faiss-gpu's %d results per query: search on the CPU", k, GPU_MAX_K)
+        use_gpu = False
+    index = build_index(database, index_type, use_gpu=use_gpu, **index_args)
     scores, ranks = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
     return scores, ranks.astype(np.int64)
