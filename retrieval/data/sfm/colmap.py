@@ -134,6 +134,7 @@ def verify_pairs(database: Path, pairs: np.ndarray, names: list[str], options: S
         todo = _pending(pycolmap, database, pairs, names, "exists_two_view_geometry")
         geometry = pycolmap.TwoViewGeometryOptions()
         geometry.ransac.random_seed = options.seed
+        geometry.min_num_inliers = options.min_inliers
         bar = tqdm(
             total=len(pairs), initial=len(pairs) - len(todo), desc="sfm: verify", unit="pair"
         )
@@ -151,6 +152,12 @@ def verify_pairs(database: Path, pairs: np.ndarray, names: list[str], options: S
             return int(np.count_nonzero(np.asarray(inliers, dtype=np.int64) > 0))
 
 
+def clear_verification(database: Path) -> None:
+    """Drop the two-view geometries of ``database`` (before verifying with other settings)."""
+    with quiet_colmap() as pycolmap, _database(pycolmap, database) as db:
+        db.clear_two_view_geometries()
+
+
 def incremental_mapping(
     database: Path, image_dir: Path, out: Path, n_images: int, options: SfmOptions
 ) -> dict[int, Any]:
@@ -162,6 +169,9 @@ def incremental_mapping(
         pipeline.random_seed = options.seed
         pipeline.mapper.random_seed = options.seed
         pipeline.triangulation.random_seed = options.seed
+        pipeline.mapper.init_min_num_inliers = options.init_min_inliers
+        pipeline.mapper.init_min_tri_angle = options.init_min_tri_angle
+        pipeline.mapper.abs_pose_min_num_inliers = options.abs_pose_min_inliers
         partial = out.with_name(f".{out.name}.partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from retrieval.atomic import atomic_write
 from retrieval.data import formats
@@ -106,11 +107,13 @@ def write_dataset(
         if kept:
             labels = [k for k, c in enumerate(chosen) if c]
             splits[split] = _split(kept, labels, options, rng)
-    rows = []
-    for split, data in splits.items():
-        for cid, label in zip(data["cids"], data["cluster"], strict=True):
-            _link(image_dir / f"{cid}.jpg", formats.cid2filename(cid, folder / "ims"))
-            rows.append((cid, sources[cid], split, models[label].model_id))
+    rows = [
+        (cid, sources[cid], split, models[label].model_id)
+        for split, data in splits.items()
+        for cid, label in zip(data["cids"], data["cluster"], strict=True)
+    ]
+    for cid, *_ in tqdm(rows, desc="sfm: dataset", unit="img"):
+        _link(image_dir / f"{cid}.jpg", formats.cid2filename(cid, folder / "ims"))
     train = splits["train"]
     formats.write_positives_sidecar(folder / f"{name}-positives.npz", train["candidates"])
     formats.write_whiten_pairs(formats.sfm_whiten_path(root, name), train["cids"], *train["whiten"])

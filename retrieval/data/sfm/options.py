@@ -22,6 +22,10 @@ class SfmOptions:
     pairs_k: int = 20  # retrieval neighbours matched per image
     exhaustive_max: int = 60  # up to this many images, every pair is matched
     min_model_size: int = 3  # smallest 3D model kept (registered images)
+    min_inliers: int = 30  # a verified pair: RANSAC inliers (COLMAP's 15 merges look-alike sites)
+    init_min_inliers: int = 100  # the mapper's first pair: inliers (COLMAP's default)
+    init_min_tri_angle: float = 16.0  # the mapper's first pair: triangulation angle, degrees
+    abs_pose_min_inliers: int = 30  # registering an image: 2D-3D inliers (COLMAP's default)
     min_overlap: float = MIN_OVERLAP  # positives: shared points / the query's points
     max_scale: float = MAX_SCALE  # positives: largest scale change between query and positive
     min_shared: int = 15  # positives: at least this many shared 3D points (a floor, not published)
@@ -37,6 +41,9 @@ class SfmOptions:
             "pairs_k": 1,
             "exhaustive_max": 0,
             "min_model_size": 2,
+            "min_inliers": 1,
+            "init_min_inliers": 1,
+            "abs_pose_min_inliers": 1,
             "min_shared": 1,
         }
         for key, low in minimum.items():
@@ -45,6 +52,11 @@ class SfmOptions:
                 raise ValueError(f"sfm: {key} must be an integer >= {low}, got {value!r}")
         if not 0 < self.min_overlap <= 1:
             raise ValueError(f"sfm: min_overlap must be in (0, 1], got {self.min_overlap!r}")
+        if not 0 < self.init_min_tri_angle < 90:
+            raise ValueError(
+                "sfm: init_min_tri_angle must be in (0, 90) degrees, got "
+                f"{self.init_min_tri_angle!r}"
+            )
         if self.max_scale < 1:
             raise ValueError(f"sfm: max_scale must be >= 1, got {self.max_scale!r}")
         if not 0 <= self.val_fraction < 1:

@@ -130,9 +130,14 @@ class _Run:
         self.stages.run(
             "matches", key, lambda: {"matched": colmap.match_pairs(db, pairs, names, opts)}
         )
+        rule = {"min_inliers": opts.min_inliers}
+        verified_with = self.work / "verification.json"
+        if verified_with.is_file() and json.loads(verified_with.read_text()) != rule:
+            colmap.clear_verification(db)  # another inlier threshold: verify every pair again
+        _write_json(verified_with, rule)
         summary = self.stages.run(
             "verification",
-            key,
+            {**key, **rule},
             lambda: {"verified_pairs": colmap.verify_pairs(db, pairs, names, opts)},
         )
         return int(summary["verified_pairs"])
@@ -147,7 +152,8 @@ class _Run:
             sizes = {str(k): m.num_reg_images() for k, m in models.items()}
             return {"models": sizes}
 
-        key = {"min_model_size": opts.min_model_size, "seed": opts.seed}
+        names = ("min_model_size", "init_min_inliers", "init_min_tri_angle", "abs_pose_min_inliers")
+        key = {name: getattr(opts, name) for name in (*names, "seed")}
         self.stages.run("mapping", key, work, (sparse,))
         return colmap.read_models(sparse)
 
@@ -181,7 +187,9 @@ def _restrict(obs: Observations, names: list[str]) -> Observations:
     return Observations(names, image[keep], obs.point[keep], obs.log_scale[keep])
 
 
-def _no_model_error(n_images: int, pairs: int, verified: int, table: list, options) -> NoModelError:
+def _no_model_error(
+    n_images: int, pairs: int, verified: int, table: list, options: SfmOptions
+) -> NoModelError:
     sizes = ", ".join(str(r["registered"]) for r in table) or "none"
     why = (
         "no pair of photos shares enough verified SIFT matches"
