@@ -133,3 +133,29 @@ def test_without_pycolmap_the_command_names_the_pip_command(tmp_path, capsys, mo
     monkeypatch.setitem(sys.modules, "pycolmap", None)
     assert run_sfm(tmp_path, tmp_path / "out") == 2
     assert 'pip install -e ".[sfm]"' in capsys.readouterr().err
+
+
+def test_a_checkpoint_describes_the_photos(tmp_path):
+    from retrieval.checkpoint import save_checkpoint
+    from retrieval.extraction.extract import extract_descriptors
+    from retrieval.pipelines.sfm import network_describer
+
+    torch.manual_seed(0)
+    net = build_net("resnet18", "gem", weights="none")
+    path = save_checkpoint(tmp_path / "model.pt", net)
+    photos = []
+    for k in range(2):
+        photos.append(tmp_path / f"p{k}.jpg")
+        Image.new("RGB", (80, 60), (40 * k, 200, 90)).save(photos[-1])
+    describe, name = network_describer(str(path), image_size=64, device="cpu")
+    assert name.startswith(f"checkpoint:{path.resolve()}:")
+    got = describe(photos)
+    expected = extract_descriptors(net, photos, max_side=64, progress=False)
+    assert got.shape == expected.shape == (2, net.meta["out_dim"])
+    assert np.all((got * expected).sum(1) > 0.999)  # the checkpoint's network, not another
+
+
+def test_missing_checkpoint_is_named(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    assert run_sfm(tmp_path / "photos", tmp_path / "out", "--checkpoint", "nope.pt") == 2
+    assert "--checkpoint nope.pt not found" in capsys.readouterr().err
