@@ -109,14 +109,24 @@ def _regularised_cholesky(S: np.ndarray) -> np.ndarray:
 
 
 def learn_whitening(
-    X: ArrayLike, qidxs: ArrayLike, pidxs: ArrayLike
+    X: ArrayLike,
+    qidxs: ArrayLike,
+    pidxs: ArrayLike,
+    *,
+    dim: int | None = None,
+    shrinkage: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Learn the Lw whitening (Mikolajczyk & Matas) from matching pairs ``(X[qidxs], X[pidxs])``.
 
     The mean is taken over the query rows. ``P0 = L^-1`` where ``L L^T`` is the second-moment
     matrix of the pair differences, so differences become white; ``P0`` is then rotated onto the
-    principal axes (eigenvalues descending) of ``P0 (X - mean)`` over all rows of X. Returns
-    ``(mean, P)``, float64 arrays of shapes (D,) and (D, D).
+    principal axes (eigenvalues descending) of ``P0 (X - mean)`` over all rows of X. This is
+    cirtorch's ``whitenlearn`` when ``dim`` is None and ``shrinkage`` is 0.
+
+    ``dim`` first projects X onto its ``dim`` leading principal axes, so the covariance to invert
+    is ``dim x dim`` and needs ``dim`` pairs, not D. ``shrinkage`` in [0, 1) blends that covariance
+    with its mean eigenvalue times the identity, which keeps the directions few pairs estimate
+    from being magnified. Returns ``(mean, P)``: shapes (D,) and (dim or D, D).
     """
     X = _as_descriptors(X)
     n_rows, n_dims = X.shape
@@ -126,21 +136,35 @@ def learn_whitening(
         raise ValueError(
             f"qidxs and pidxs must pair up one to one; got {qidxs.size} and {pidxs.size} indices."
         )
-    if qidxs.size < n_dims:
+    if dim is not None and not 1 <= dim <= n_dims:
+        raise ValueError(f"dim must be between 1 and D={n_dims}; got dim={dim}.")
+    if not 0.0 <= shrinkage < 1.0:
+        raise ValueError(f"shrinkage must be in [0, 1); got shrinkage={shrinkage}.")
+    out_dims = n_dims if dim is None else int(dim)
+    if qidxs.size < out_dims and shrinkage == 0.0:
         raise ValueError(
-            f"learn_whitening needs at least D={n_dims} matching pairs to estimate a {n_dims} x "
-            f"{n_dims} pair-difference covariance; got {qidxs.size} pairs. Use more pairs or "
-            "reduce the descriptor dimension first (e.g. with pca_whitening and dim=...)."
+            f"learn_whitening needs at least {out_dims} matching pairs to estimate a {out_dims} x "
+            f"{out_dims} pair-difference covariance; got {qidxs.size} pairs. Use more pairs, "
+            f"a smaller dim (dim <= {qidxs.size}) or shrinkage > 0."
         )
 
     mean = X[qidxs].mean(axis=0)
-    diff = X[qidxs] - X[pidxs]
+    basis = np.eye(n_dims) if dim is None else _sorted_eigh(_scatter(X - X.mean(axis=0)))[1]
+    basis = basis[:, :out_dims].T  # (out_dims, D): the leading principal axes of X
+    Y = (X - mean) @ basis.T
+    diff = Y[qidxs] - Y[pidxs]
     S = diff.T @ diff / diff.shape[0]
+    if shrinkage:
+        S = (1.0 - shrinkage) * S + shrinkage * np.trace(S) / out_dims * np.eye(out_dims)
     P0 = np.linalg.inv(_regularised_cholesky(S))
 
-    Y = (X - mean) @ P0.T
-    _, eigvec = _sorted_eigh(Y.T @ Y)
-    return mean, eigvec.T @ P0
+    _, eigvec = _sorted_eigh(_scatter(Y @ P0.T))
+    return mean, eigvec.T @ P0 @ basis
+
+
+def _scatter(Y: np.ndarray) -> np.ndarray:
+    """Second-moment matrix ``Y^T Y`` of the rows of Y."""
+    return Y.T @ Y
 
 
 def pca_whitening(X: ArrayLike, eps: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:

@@ -23,7 +23,7 @@ from retrieval.extraction.extract import extract_descriptors
 from retrieval.extraction.inference import resolve_device
 from retrieval.index import INDEX_TYPES
 from retrieval.models.net import RetrievalNet
-from retrieval.models.whitening import apply_whitening, learn_whitening, pca_whitening
+from retrieval.models.whitening import apply_whitening
 from retrieval.pipelines.bow_pixel import bow_results, learn_bow_vocabulary, pixel_results
 from retrieval.pipelines.config import (
     ConfigError,
@@ -35,11 +35,10 @@ from retrieval.pipelines.config import (
 from retrieval.pipelines.known_keys import check_known_keys
 from retrieval.pipelines.loggers import log_final_results
 from retrieval.pipelines.report import markdown_table
+from retrieval.pipelines.whitening import WHITENINGS, default_whitening_data, learn_projection
 from retrieval.viz.grids import benchmark_grid
 
 log = logging.getLogger(__name__)
-
-WHITENINGS = (None, "learned", "pca")
 
 
 def validate_evaluate_config(cfg: DictConfig) -> None:
@@ -60,6 +59,12 @@ def validate_evaluate_config(cfg: DictConfig) -> None:
     _check(cfg, "index", lambda v: v in INDEX_TYPES, f"one of {', '.join(INDEX_TYPES)}")
     _check(cfg, "whitening", lambda v: v in WHITENINGS, "null, learned or pca")
     _check(cfg, "whitening_dim", _is_null_or_positive_int, "null (all) or > 0 (e.g. 512)")
+    _check(
+        cfg,
+        "whitening_shrinkage",
+        lambda v: _is_number(v) and 0 <= v < 1,
+        "a number in [0, 1) (e.g. 0.1; 0: cirtorch's Lw)",
+    )
     _warn_if_old_data_root(cfg)
     _check_data_root_is_set(cfg)
 
@@ -155,7 +160,7 @@ def whitening_postprocess(
     if kind is None:
         return None
     root = data_root()
-    name = str(cfg.get("whitening_data") or _default_whitening_data(root))
+    name = str(cfg.get("whitening_data") or default_whitening_data(root))
     pairs = formats.read_whiten_pairs(formats.sfm_whiten_path(root, name))
     options = settings.key_options()
     key = extraction_key(net, f"{name}/whitening", pairs.image_paths, **options)
@@ -170,16 +175,19 @@ def whitening_postprocess(
             **settings.speed_options(),
         ),
     )
-    if kind == "learned":
-        mean, projection = learn_whitening(descriptors, pairs.qidxs, pairs.pidxs)
-    else:
-        mean, projection = pca_whitening(descriptors)
-    dim = cfg.get("whitening_dim")
+    mean, projection = learn_projection(
+        kind,
+        descriptors,
+        pairs.qidxs,
+        pairs.pidxs,
+        dim=cfg.get("whitening_dim"),
+        shrinkage=float(cfg.get("whitening_shrinkage", 0.0)),
+    )
 
     def whiten(database: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return (
-            apply_whitening(database, mean, projection, dim),
-            apply_whitening(queries, mean, projection, dim),
+            apply_whitening(database, mean, projection),
+            apply_whitening(queries, mean, projection),
         )
 
     return whiten
@@ -196,16 +204,6 @@ def expand(
             queries, database, k=int(cfg.qe_k), alpha=float(cfg.qe_alpha)
         )
     return database, queries
-
-
-def _default_whitening_data(root: Path) -> str:
-    for name in ("synthetic-sfm", "retrieval-SfM-120k", "retrieval-SfM-30k"):
-        if formats.sfm_whiten_path(root, name).is_file():
-            return name
-    raise FileNotFoundError(
-        f"No whitening pairs under {root}/train; set whitening_data=NAME or download them with "
-        f"`{formats.download_command('retrieval-SfM-120k', root)}`."
-    )
 
 
 def extraction_settings(cfg: DictConfig) -> ExtractionSettings:

@@ -46,7 +46,8 @@ from retrieval.pipelines.loggers import (
     hydra_overrides,
     silence_lightning_noise,
 )
-from retrieval.pipelines.sources import build_sources
+from retrieval.pipelines.sources import build_sources, data_root
+from retrieval.pipelines.whitening import start_whitening_from_config
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,8 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("channels_last"):
         net = net.to(memory_format=torch.channels_last)
     evaluator = make_evaluator(cfg, benchmark)
+    options = mining_extract_options(cfg)  # whitening=DIM: Lw from the training pairs (cirtorch -w)
+    start_whitening_from_config(cfg, net, data_root(cfg), device=trainer_device(cfg), **options)
     if cfg.data.kind == "classes" and cfg.data.get("clean"):
         train_src = _cleaned(cfg, net, train_src, run_dir)
     module = RetrievalModule(

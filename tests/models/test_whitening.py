@@ -90,8 +90,12 @@ def test_learn_whitening_regularises_singular_covariance(caplog):
 
 def test_learn_whitening_input_errors():
     X, q, p = planted_pairs(n_pairs=10, dim=4, n_extra=0)
-    with pytest.raises(ValueError, match=r"at least D=4 matching pairs .* got 3 pairs"):
+    with pytest.raises(ValueError, match=r"at least 4 matching pairs .* got 3 pairs.*dim <= 3"):
         learn_whitening(X, q[:3], p[:3])
+    with pytest.raises(ValueError, match=r"dim must be between 1 and D=4; got dim=5"):
+        learn_whitening(X, q, p, dim=5)
+    with pytest.raises(ValueError, match=r"shrinkage must be in \[0, 1\); got shrinkage=1.0"):
+        learn_whitening(X, q, p, shrinkage=1.0)
     with pytest.raises(ValueError, match=r"qidxs\[1\] = 20 is out of range for X with 20 rows"):
         learn_whitening(X, [0, 20, 2, 3], p[:4])
     with pytest.raises(ValueError, match=r"pidxs\[0\] = -1 is out of range"):
@@ -102,6 +106,48 @@ def test_learn_whitening_input_errors():
         learn_whitening(X[0], q, p)
     with pytest.raises(ValueError, match="all zero"):
         learn_whitening(X, q, q)
+
+
+def test_learn_whitening_dim_is_lw_inside_the_leading_principal_subspace():
+    X, q, p = planted_pairs(n_pairs=40, dim=6, n_extra=30)
+    mean, P = learn_whitening(X, q, p, dim=3)
+    assert P.shape == (3, 6)
+    # Independently: project on the 3 leading principal axes of X, then cirtorch's Lw there.
+    eigval, eigvec = np.linalg.eigh(np.cov(X, rowvar=False, bias=True))
+    basis = eigvec[:, np.argsort(eigval)[::-1][:3]]
+    _, P_sub = learn_whitening(X @ basis, q, p)
+    np.testing.assert_allclose(np.abs(P), np.abs(P_sub @ basis.T), atol=1e-8)
+    # Inside that subspace the pair differences are white.
+    Z = (X[q] - X[p]) @ P.T
+    np.testing.assert_allclose(Z.T @ Z / len(q), np.eye(3), atol=1e-9)
+
+
+def test_learn_whitening_dim_needs_only_dim_pairs():
+    X, q, p = planted_pairs(n_pairs=4, dim=6, n_extra=30)
+    with pytest.raises(ValueError, match="at least 6 matching pairs"):
+        learn_whitening(X, q, p)
+    _, P = learn_whitening(X, q, p, dim=4)
+    assert P.shape == (4, 6) and np.all(np.isfinite(P))
+
+
+def test_learn_whitening_shrinkage_whitens_the_blended_covariance():
+    X, q, p = planted_pairs(n_pairs=40, dim=5)
+    mean, P = learn_whitening(X, q, p, shrinkage=0.25)
+    diffs = X[q] - X[p]
+    S = diffs.T @ diffs / len(q)
+    blended = 0.75 * S + 0.25 * np.trace(S) / 5 * np.eye(5)
+    # P whitens the blended covariance, so P^T P is its inverse.
+    np.testing.assert_allclose(P.T @ P, np.linalg.inv(blended), rtol=1e-8)
+    # Shrinkage lifts the weakest difference direction, so the largest magnification
+    # (1 / sqrt of its eigenvalue) is smaller than plain Lw's.
+    _, P_plain = learn_whitening(X, q, p)
+    assert np.linalg.norm(P, 2) < 0.9 * np.linalg.norm(P_plain, 2)
+
+
+def test_learn_whitening_shrinkage_works_with_fewer_pairs_than_dimensions():
+    X, q, p = planted_pairs(n_pairs=3, dim=6, n_extra=30)
+    _, P = learn_whitening(X, q, p, shrinkage=0.1)
+    assert P.shape == (6, 6) and np.all(np.isfinite(P))
 
 
 def test_pca_whitening_gives_identity_covariance_and_descending_eigenvalues():

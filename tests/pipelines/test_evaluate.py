@@ -60,7 +60,9 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
         ("scales=[]", "scales", "[1.0, 0.7071, 0.5]"),
         ("index=ivf", "index", "flat"),
         ("whitening=lw", "whitening", "learned"),
-        ("+whitening_dim=0", "whitening_dim", "null"),  # not in evaluate.yaml
+        ("whitening_dim=0", "whitening_dim", "null"),
+        ("whitening_shrinkage=1.0", "whitening_shrinkage", "0.1"),
+        ("whitening_shrinkage=-0.1", "whitening_shrinkage", "0.1"),
     ],
 )
 def test_bad_values_fail_before_any_work_naming_key_and_a_valid_value(
