@@ -51,13 +51,19 @@ def image_id(relative: str) -> str:
     return hashlib.sha1(relative.encode("utf-8")).hexdigest()[:32]
 
 
-def find_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursively, sorted); errors name an empty or absent folder."""
+def find_images(folder: str | Path, exclude: Path | None = None) -> list[Path]:
+    """Image files under ``folder`` (recursively, sorted; none under ``exclude``, the output
+    when it lies inside); errors name an empty or absent folder."""
     folder = Path(folder)
     if not folder.is_dir():
         raise SfmInputError(f"photo folder not found: {folder} (pass --images DIR, a folder)")
+    skip = exclude.resolve() if exclude is not None else None
     files = sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and (skip is None or skip not in p.resolve().parents)
     )
     if not files:
         suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
@@ -81,10 +87,12 @@ def _prepare_one(source: Path, target: Path, max_side: int) -> None:
     atomic_write(target, lambda handle: rgb.save(handle, format="JPEG", quality=JPEG_QUALITY))
 
 
-def prepare_images(folder: str | Path, work: Path, max_side: int) -> PreparedImages:
+def prepare_images(
+    folder: str | Path, work: Path, max_side: int, exclude: Path | None = None
+) -> PreparedImages:
     """Copies of every readable photo under ``folder`` in ``work/images`` (kept across runs)."""
     folder = Path(folder)
-    files = find_images(folder)
+    files = find_images(folder, exclude)
     if len(files) < 2:
         only = files[0].relative_to(folder).as_posix()
         _check_enough(PreparedImages(work / "images", [image_id(only)], [only]), folder)

@@ -67,12 +67,12 @@ class _Run:
         self.stages = Stages(self.work)
 
     def images(self, source: Path) -> PreparedImages:
-        files = find_images(source)
+        files = find_images(source, exclude=self.folder)
         key = {"max_side": self.options.max_side, "files": _files_key(source, files)}
         manifest = self.work / MANIFEST
 
         def work() -> dict:
-            prepared = prepare_images(source, self.work, self.options.max_side)
+            prepared = prepare_images(source, self.work, self.options.max_side, self.folder)
             write_manifest(prepared, manifest)
             return {"found": len(files), "usable": len(prepared), "skipped": prepared.skipped}
 

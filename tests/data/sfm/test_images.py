@@ -92,3 +92,11 @@ def test_manifest_round_trips(tmp_path):
         prepared.skipped,
     )
     assert again.paths == prepared.paths
+
+
+def test_an_output_inside_the_photo_folder_is_not_read_as_photos(tmp_path):
+    photo(tmp_path / "a.jpg")
+    photo(tmp_path / "b.jpg")
+    photo(tmp_path / "out" / "train" / "set" / "colmap" / "images" / "copy.jpg")
+    found = find_images(tmp_path, exclude=tmp_path / "out" / "train" / "set")
+    assert [p.name for p in found] == ["a.jpg", "b.jpg"]
