@@ -30,8 +30,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def worlds_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """Synthetic worlds go to one temporary folder per session, never to the user's cache."""
+    """Synthetic worlds (and `auto` precision decisions, descriptors) go to temporary folders per
+    session, never to the user's cache."""
     monkeypatch.setenv("RETRIEVAL_DATA", str(tmp_path_factory.getbasetemp() / "worlds"))
+    monkeypatch.setenv("RETRIEVAL_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 @pytest.fixture

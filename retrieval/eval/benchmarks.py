@@ -120,12 +120,13 @@ class ExtractionSettings:
     fold_bn: bool = True
     compile: bool = False
 
-    def key_options(self) -> dict[str, Any]:
-        """The options that change the descriptors (part of their cache key)."""
+    def key_options(self, net: torch.nn.Module | None = None) -> dict[str, Any]:
+        """The options that change the descriptors (part of their cache key); `auto` precision
+        is resolved for `net`'s trunk (measured, see resolve_precision)."""
         return {
             "max_side": self.image_size,
             "scales": tuple(self.scales),
-            "precision": resolve_precision(self.precision, self.device),
+            "precision": resolve_precision(self.precision, self.device, net),
         }
 
     def speed_options(self) -> dict[str, Any]:
@@ -150,7 +151,7 @@ def extract_benchmark(
     """Database and query descriptors (queries cropped to their boxes), cached on disk."""
 
     def run(paths: list[Path], boxes: list | None, what: str) -> np.ndarray:
-        options = settings.key_options()
+        options = settings.key_options(net)
         key = extraction_key(net, f"{benchmark.name}/{what}", paths, boxes, **options)
         return cached_extract(
             cache_dir,

@@ -1,7 +1,8 @@
 """Inference-time speed-ups of a network: precision per device, BatchNorm folding, compilation.
 
-All of them but int8 leave the descriptors equal up to float round-off (bf16/fp16: cosine >=
-0.999 to fp32, tested); int8 (`quantize`, CPUs only, opt-in) trades a measured bit of
+All of them but int8 leave the descriptors equal up to float round-off: `auto` picks bf16 only
+where it measured descriptors at cosine >= 0.9999 to fp32 (`precision_probe`); a forced bf16/fp16
+stays at cosine >= 0.99 (tested). int8 (`quantize`, CPUs only, opt-in) trades a measured bit of
 accuracy for ~3-4x on ResNet-class trunks. `inference_copy` never touches the network it is
 given, so mining in the middle of a training run neither changes the trained weights nor their
 memory format.
@@ -10,14 +11,14 @@ memory format.
 from __future__ import annotations
 
 import copy
-import functools
 import logging
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+from retrieval.extraction import precision_probe
 
 logger = logging.getLogger(__name__)
 
@@ -29,16 +30,10 @@ PRECISIONS = {
     "fp16": torch.float16,
     "int8": torch.float32,
 }
-
-
-@functools.cache
-def cpu_has_amx() -> bool:
-    """Whether the CPU has AMX bf16 tiles (Linux /proc/cpuinfo; False where unknown)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags
+KINDS = ("inference", "training")
+# The probe's input per kind of work: (batch, height, width), a mid-size photo for extraction and
+# a pair of cirtorch-size training images (362 px) for a training step.
+PROBE_INPUT = {"inference": (1, 384, 512), "training": (2, 272, 362)}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -48,17 +43,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(precision: str, device: str | torch.device) -> str:
+def resolve_precision(
+    precision: str,
+    device: str | torch.device,
+    net: nn.Module | None = None,
+    kind: str = "inference",
+    timer: precision_probe.Timer | None = None,
+) -> str:
     """The precision `auto` stands for on `device`, or `precision` itself, validated.
 
-    auto: bf16 on CUDA GPUs that support it, else fp16; on CPUs bf16 only with AMX. Without AMX
-    (AVX-512 BF16 alone) oneDNN's bf16 convolutions measured ~1.7x *slower* than fp32 here.
+    auto on a CPU is measured, not read from CPU flags (`precision_probe`): `net` (or, without
+    one, a few representative convolutions) runs in fp32 and in bf16 autocast, `kind` of work
+    (inference, or a training step's forward + backward); bf16 is chosen when it is at least 1.1x
+    faster and its descriptors stay at cosine >= 0.9999 to fp32's, else fp32. CPUs with fast
+    bf16 kernels (AMX; on some machines AVX-512 BF16 alone) get bf16, others fp32, and a trunk
+    that drifts in bf16 (EfficientNet-Lite0) stays fp32 everywhere. The decision is cached per
+    machine, torch version, thread count and trunk family; `timer` replaces the wall clock (tests).
+    On CUDA GPUs auto is bf16 where supported, else fp16 (tensor cores).
     """
     if precision == "auto":
-        device = torch.device(device)
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if device.type == "cpu" and cpu_has_amx() else "fp32"
+        return auto_decision(device, net, kind, timer).precision
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
     if precision not in PRECISIONS:
         raise ValueError(
             f"precision must be one of auto, {', '.join(PRECISIONS)}; got {precision!r}"
@@ -68,6 +74,99 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
             f"precision int8 runs on CPUs only, not on {device}; use bf16, fp16 or auto there"
         )
     return precision
+
+
+def auto_decision(
+    device: str | torch.device,
+    net: nn.Module | None = None,
+    kind: str = "inference",
+    timer: precision_probe.Timer | None = None,
+    remeasure: bool = False,
+) -> precision_probe.Decision:
+    """What `auto` stands for on `device` for `kind` work of `net`, and why (resolve_precision);
+    `remeasure` replaces a cached CPU decision by a new measurement."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
+    device = torch.device(device)
+    if device.type == "cuda":
+        bf16 = torch.cuda.is_bf16_supported()
+        why = "CUDA GPU with bf16" if bf16 else "CUDA GPU without bf16"
+        return precision_probe.Decision("bf16" if bf16 else "fp16", f"{why} (tensor cores)")
+    if device.type != "cpu":
+        return precision_probe.Decision("fp32", f"no measured half precision on {device.type}")
+    return precision_probe.measured_precision(
+        precision_probe.machine_key(device, _family(net), kind),
+        lambda: probe_runs(net if net is not None else representative_convs(), device, kind),
+        timer or precision_probe.wall_timer(device),
+        remeasure=remeasure,
+    )
+
+
+def _family(net: nn.Module | None) -> str:
+    """The trunk a decision holds for: the backbone's name in `meta`, else the class name."""
+    if net is None:
+        return "convs"
+    meta = getattr(net, "meta", None)
+    if isinstance(meta, dict) and "backbone" in meta:
+        return str(meta["backbone"])
+    return type(net).__name__
+
+
+def representative_convs() -> nn.Module:
+    """ResNet-like convolutions (stem, 3x3, 1x1 expansions) with a global mean: `auto` without a
+    network."""
+    with torch.random.fork_rng(devices=[]):  # fixed weights, the caller's random state untouched
+        torch.manual_seed(0)
+        return _convs()
+
+
+def _convs() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 7, stride=2, padding=3),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 256, 1),
+        nn.ReLU(),
+        nn.Conv2d(256, 128, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(128, 512, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    )
+
+
+def probe_runs(
+    net: nn.Module, device: str | torch.device, kind: str
+) -> dict[str, Callable[[], torch.Tensor]]:
+    """precision -> one call of `kind` work on a copy of `net` (NHWC, as our fast paths run).
+
+    inference: an `inference_copy` (BatchNorm folded) on one mid-size image, no grad; training:
+    a train-mode copy with BatchNorm frozen, forward + backward on two training-size images.
+    """
+    device = torch.device(device)
+    batch, height, width = PROBE_INPUT[kind]
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, height, width, generator=generator).to(device)
+    x = x.contiguous(memory_format=torch.channels_last)
+    if kind == "inference":
+        model = inference_copy(net, device, channels_last=True)
+    else:
+        model = copy.deepcopy(net).to(device).to(memory_format=torch.channels_last).train()
+        for m in model.modules():  # frozen as in training (freeze_bn): statistics not updated
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+    def call(dtype: torch.dtype) -> torch.Tensor:
+        grad = torch.enable_grad() if kind == "training" else torch.inference_mode()
+        with grad, torch.autocast(device.type, dtype, enabled=dtype != torch.float32):
+            out = model(x)
+        if kind == "training":
+            out.float().square().sum().backward()
+            model.zero_grad(set_to_none=True)
+        return out.detach().float()
+
+    return {name: (lambda dtype=PRECISIONS[name]: call(dtype)) for name in ("fp32", "bf16")}
 
 
 class _ConvLeafTracer(fx.Tracer):

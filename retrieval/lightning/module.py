@@ -34,6 +34,11 @@ def freeze_batchnorm(module: nn.Module) -> None:
             m.eval()
 
 
+def _full_precision(descriptors: torch.Tensor) -> torch.Tensor:
+    """Descriptors in at least float32 (a whitening layer under bf16-mixed hands over bf16)."""
+    return descriptors.to(torch.promote_types(descriptors.dtype, torch.float32))
+
+
 # optimizer.name -> (parameter groups, learning rate, optimizer config) -> optimizer; 1:1 with
 # conf/optimizer/*.yaml.
 OPTIMIZERS: dict[str, Callable[[list[dict], float, dict[str, Any]], torch.optim.Optimizer]] = {
@@ -106,8 +111,9 @@ class RetrievalModule(pl.LightningModule):
         return self._tuples_loss(descriptors, len(batch))
 
     def _tuples_loss(self, descriptors: torch.Tensor, n_tuples: int) -> torch.Tensor:
-        tuples = descriptors.reshape(n_tuples, -1, descriptors.shape[-1])
-        return self.loss_fn.tuple_loss(tuples[:, 0], tuples[:, 1], tuples[:, 2:])
+        tuples = _full_precision(descriptors).reshape(n_tuples, -1, descriptors.shape[-1])
+        with torch.autocast(tuples.device.type, enabled=False):  # bf16-mixed: the loss in fp32
+            return self.loss_fn.tuple_loss(tuples[:, 0], tuples[:, 1], tuples[:, 2:])
 
     def _embed_labelled(self, batch: LabelBatch, start: int, stop: int) -> torch.Tensor:
         return self.net(batch["images"][start:stop], batch["sizes"][start:stop])
@@ -122,7 +128,10 @@ class RetrievalModule(pl.LightningModule):
                 lambda a, b: self._embed_labelled(batch, a, b), n, self.chunk_size
             )
             descriptors = gather_rows(local)
-        return self.loss_fn.label_loss(descriptors, gather_rows(batch["labels"]))
+        with torch.autocast(descriptors.device.type, enabled=False):  # bf16-mixed: loss in fp32
+            return self.loss_fn.label_loss(
+                _full_precision(descriptors), gather_rows(batch["labels"])
+            )
 
     def multistage_step(self, batch: TupleBatch | LabelBatch) -> torch.Tensor:
         """Accumulate the batch's gradients chunk by chunk (multistage.py); returns loss."""

@@ -42,7 +42,10 @@ class RetrievalNet(nn.Module):
         return mask
 
     def pool(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Pooled, L2-normalised descriptors before whitening."""
+        """Pooled, L2-normalised descriptors before whitening, computed in at least float32."""
+        # Under bf16/fp16 autocast the trunk's map is half precision; GeM's powers, its learned p
+        # and the means over the map keep full precision (a no-op in fp32).
+        features = features.to(torch.promote_types(features.dtype, torch.float32))
         return F.normalize(self.pooling(features, mask=mask), dim=-1)
 
     def forward(

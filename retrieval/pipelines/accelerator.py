@@ -1,15 +1,24 @@
-"""A GPU trainer on a machine without one: train on the CPU with a warning, or say what to use."""
+"""The trainer's device and precision: a GPU trainer on a machine without one falls back to the
+CPU (with a warning) or says what to use; `trainer.precision=auto` is measured on the machine."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import torch
 from omegaconf import DictConfig, open_dict
+from torch import nn
 
+from retrieval.extraction import precision_probe
+from retrieval.extraction.inference import resolve_precision
 from retrieval.pipelines.config import ConfigError
 
+log = logging.getLogger(__name__)
+
 GPU_ACCELERATORS = ("gpu", "cuda")
+# resolve_precision's answer -> Lightning's name of the same training precision.
+LIGHTNING_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
 
 def fall_back_to_cpu_without_gpu(cfg: DictConfig) -> None:
@@ -28,10 +37,10 @@ def fall_back_to_cpu_without_gpu(cfg: DictConfig) -> None:
     changes = "trainer.accelerator=cpu"
     with open_dict(cfg):
         trainer.accelerator = "cpu"
-        # Half precision is a GPU speed-up; on the CPU fp16 is unsupported and bf16 often slow.
-        if str(trainer.get("precision")) != "32-true":
-            trainer.precision = "32-true"
-            changes += " trainer.precision=32-true"
+        # A GPU's half precision may not pay on this CPU (fp16 never does): let it be measured.
+        if str(trainer.get("precision")) not in ("32-true", "32", "auto"):
+            trainer.precision = "auto"
+            changes += " trainer.precision=auto"
     warnings.warn(
         "The trainer asks for a GPU (trainer=gpu, which experiment=cirtorch_r101_gem sets) but "
         "no CUDA GPU is visible (torch.cuda.is_available() is False): training on the CPU "
@@ -40,3 +49,30 @@ def fall_back_to_cpu_without_gpu(cfg: DictConfig) -> None:
         UserWarning,
         stacklevel=2,
     )
+
+
+def trainer_device_type(cfg: DictConfig) -> str:
+    """'cuda' when the configured trainer trains on a visible GPU, else 'cpu'."""
+    accelerator = str(cfg.trainer.get("accelerator"))
+    gpu = accelerator in (*GPU_ACCELERATORS, "auto") and torch.cuda.is_available()
+    return "cuda" if gpu else "cpu"
+
+
+def resolve_trainer_precision(
+    cfg: DictConfig, net: nn.Module, timer: precision_probe.Timer | None = None
+) -> str:
+    """Make `trainer.precision=auto` concrete (in `cfg`) and return it; other values stay.
+
+    auto: what `resolve_precision` measures for a training step of `net` on the trainer's
+    device: "bf16-mixed" where bf16 runs the step faster within round-off, else "32-true"
+    (GPUs: bf16-mixed, or 16-mixed without bf16). Loss and GeM's p stay fp32 either way.
+    """
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    if precision != "auto":
+        return precision
+    device = trainer_device_type(cfg)
+    chosen = LIGHTNING_PRECISION[resolve_precision("auto", device, net, "training", timer)]
+    with open_dict(cfg):
+        cfg.trainer.precision = chosen
+    log.info("trainer.precision=auto on %s: %s", device, chosen)
+    return chosen

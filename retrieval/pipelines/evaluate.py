@@ -162,7 +162,7 @@ def whitening_postprocess(
     root = data_root()
     name = str(cfg.get("whitening_data") or default_whitening_data(root))
     pairs = formats.read_whiten_pairs(formats.sfm_whiten_path(root, name))
-    options = settings.key_options()
+    options = settings.key_options(net)
     key = extraction_key(net, f"{name}/whitening", pairs.image_paths, **options)
     descriptors = cached_extract(
         cache_dir,

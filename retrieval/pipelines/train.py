@@ -32,7 +32,10 @@ from retrieval.lightning.module import RetrievalModule
 from retrieval.lightning.pictures import ValidationPictures
 from retrieval.lightning.tuple_datamodule import MiningConfig, TupleDataModule
 from retrieval.models.net import RetrievalNet
-from retrieval.pipelines.accelerator import fall_back_to_cpu_without_gpu
+from retrieval.pipelines.accelerator import (
+    fall_back_to_cpu_without_gpu,
+    resolve_trainer_precision,
+)
 from retrieval.pipelines.clean import clean_labelled_images
 from retrieval.pipelines.config import (
     build_net_from_config,
@@ -155,6 +158,7 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     net = build_net_from_config(cfg)
     if cfg.get("channels_last"):
         net = net.to(memory_format=torch.channels_last)
+    resolve_trainer_precision(cfg, net)  # trainer.precision=auto: measured on this machine
     evaluator = make_evaluator(cfg, benchmark)
     options = mining_extract_options(cfg)  # whitening=DIM: Lw from the training pairs (cirtorch -w)
     start_whitening_from_config(cfg, net, data_root(cfg), device=trainer_device(cfg), **options)

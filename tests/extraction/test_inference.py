@@ -1,16 +1,15 @@
-"""Inference speed-ups: BatchNorm folding, precision per device, the untouched original network."""
+"""Inference speed-ups: BatchNorm folding, the untouched original network (precision:
+test_precision_probe.py)."""
 
 import pytest
 import torch
 from torch import nn
 
-from retrieval.extraction import inference
 from retrieval.extraction.inference import (
     conv_bn_pairs,
     fold_batchnorm,
     inference_copy,
     prepared,
-    resolve_precision,
 )
 from retrieval.models.net import build_net
 
@@ -88,18 +87,6 @@ def test_untraceable_modules_are_left_as_they_are():
     module = DataDependent().eval()
     assert fold_batchnorm(module) == 0
     assert isinstance(module.bn, nn.BatchNorm2d)
-
-
-def test_auto_precision_per_device(monkeypatch):
-    monkeypatch.setattr(inference, "cpu_has_amx", lambda: False)
-    assert resolve_precision("auto", "cpu") == "fp32"
-    monkeypatch.setattr(inference, "cpu_has_amx", lambda: True)
-    assert resolve_precision("auto", "cpu") == "bf16"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert resolve_precision("auto", "cuda") == "fp16"
-    assert resolve_precision("fp16", "cpu") == "fp16"
-    with pytest.raises(ValueError, match="auto, fp32, bf16, fp16"):
-        resolve_precision("fp8", "cpu")
 
 
 def test_a_prepared_copy_is_reused_only_for_its_own_settings():

@@ -10,7 +10,9 @@ import pytorch_lightning as pl
 import torch
 
 import retrieval.pipelines.train as train
-from retrieval.pipelines.accelerator import fall_back_to_cpu_without_gpu
+from retrieval.extraction import precision_probe
+from retrieval.models.net import build_net
+from retrieval.pipelines.accelerator import fall_back_to_cpu_without_gpu, resolve_trainer_precision
 from retrieval.pipelines.config import ConfigError
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -33,13 +35,11 @@ def test_the_cirtorch_recipe_falls_back_to_the_cpu_with_a_warning(
     assert trainer.strategy.root_device.type == "cpu"
 
 
-def test_half_precision_of_trainer_gpu_becomes_32_true_on_the_cpu(
-    no_gpu: None, compose_train
-) -> None:
+def test_half_precision_of_trainer_gpu_is_measured_on_the_cpu(no_gpu: None, compose_train) -> None:
     cfg = compose_train("trainer=gpu")
-    with pytest.warns(UserWarning, match=r"trainer\.precision=32-true"):
+    with pytest.warns(UserWarning, match=r"trainer\.precision=auto"):
         fall_back_to_cpu_without_gpu(cfg)
-    assert cfg.trainer.precision == "32-true"
+    assert cfg.trainer.precision == "auto"
 
 
 @pytest.mark.parametrize("trainer", ["cpu", "ddp_cpu", "default"])
@@ -79,3 +79,45 @@ def test_train_falls_back_before_any_work(
     with pytest.warns(UserWarning, match="no CUDA GPU"), pytest.raises(RuntimeError, match="stop"):
         train.run_training(cfg)
     assert seen["accelerator"] == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("fp32", "bf16", "expected"), [(1.0, 0.5, "bf16-mixed"), (0.5, 1.0, "32-true")]
+)
+def test_trainer_precision_auto_is_measured(
+    no_gpu: None,
+    compose_train,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fp32: float,
+    bf16: float,
+    expected: str,
+) -> None:
+    monkeypatch.setenv("RETRIEVAL_CACHE", str(tmp_path))
+    precision_probe.forget()
+    cfg = compose_train()
+    assert cfg.trainer.precision == "auto"  # the default
+    timed: list[str] = []
+
+    def timer(precision: str, call) -> float:
+        timed.append(precision)
+        return {"fp32": fp32, "bf16": bf16}[precision]
+
+    net = build_net("resnet18", "gem", weights="none")
+    assert resolve_trainer_precision(cfg, net, timer) == expected == cfg.trainer.precision
+    assert set(timed) == {"fp32", "bf16"}
+    (stored,) = (tmp_path / "precision").glob("*.json")
+    assert '"kind": "training"' in stored.read_text() and '"resnet18"' in stored.read_text()
+    precision_probe.forget()
+
+
+@pytest.mark.parametrize(
+    ("override", "kept"), [("trainer.precision=32-true", "32-true"), ("trainer=ddp_cpu", "32-true")]
+)
+def test_a_set_trainer_precision_is_kept(compose_train, override: str, kept: str) -> None:
+    def refuse(precision: str, call) -> float:
+        raise AssertionError("a set precision must not be measured")
+
+    cfg = compose_train(override)
+    net = build_net("resnet18", "gem", weights="none")
+    assert resolve_trainer_precision(cfg, net, refuse) == kept

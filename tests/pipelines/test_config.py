@@ -62,6 +62,8 @@ def test_every_trainer_option_instantiates(trainer, tmp_path, compose_train):
         cfg.trainer.accelerator, cfg.trainer.devices, cfg.trainer.precision = "cpu", 1, "32-true"
     if cfg.trainer.get("strategy") == "ddp":
         cfg.trainer.devices = 1
+    if cfg.trainer.precision == "auto":  # run_training measures it (test_accelerator.py)
+        cfg.trainer.precision = "bf16-mixed"
     trainer_obj = hydra.utils.instantiate(
         cfg.trainer, default_root_dir=str(tmp_path), logger=False, enable_checkpointing=False
     )
