@@ -1,10 +1,12 @@
 """Extraction throughput: files on disk -> descriptors, ours against cirtorch's way of computing.
 
     python bench/bench_extract.py [--backbone resnet50] [--images 48] [--size 1024] [--device auto]
+                                  [--precision auto|fp32|bf16|fp16]
 
 Side by side in one run, on the same JPEG files (written to a temporary folder):
   reference   one image at a time, fp32, contiguous (as cirtorch's extract_vectors)
-  ours        extraction.extract: size buckets, autocast (bf16 where supported), channels_last
+  ours        extraction.extract: size buckets, channels_last, in --precision (auto: what the
+              framework measures as the faster within round-off on this machine, printed)
 and, for each setting, the bare forward of the network on tensors already in memory (its limit).
 """
 
@@ -20,6 +22,7 @@ import torch
 from PIL import Image
 
 from retrieval.extraction.extract import extract_descriptors
+from retrieval.extraction.inference import PRECISIONS, auto_decision, resolve_precision
 from retrieval.models.net import build_net
 from retrieval.pipelines.report import markdown_table
 
@@ -75,6 +78,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", default="auto", help="ours: auto|fp32|bf16|fp16")
     args = parser.parse_args()
     device = torch.device(
         "cuda"
@@ -83,9 +87,12 @@ def main() -> None:
         if args.device == "auto"
         else args.device
     )
-    fast_precision = "bf16" if device.type == "cpu" else "fp16"
-    fast_dtype = torch.bfloat16 if fast_precision == "bf16" else torch.float16
     net = build_net(args.backbone, "gem", weights="none").eval()
+    if args.precision == "auto":
+        decision = auto_decision(device, net)
+        print(f"precision auto: {decision.precision} ({decision.reason})")
+    fast_precision = resolve_precision(args.precision, device, net)
+    fast_dtype = PRECISIONS[fast_precision]
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_images(Path(tmp), args.images, args.size)
         shapes = [tuple(reversed(Image.open(p).size)) for p in paths]

@@ -1,10 +1,13 @@
 """Mining and training throughput: batched (ours) against one image at a time (cirtorch's way).
 
     python bench/bench_train.py [--backbone efficientnet_lite0] [--image-size 256] [--qsize 60]
+                                [--precision auto|fp32|bf16]
 
 Both paths run side by side in one process on the same synthetic world, network and tuples, and
 the table reports their ratio. Mining = extracting the epoch's queries + pool and selecting hard
-negatives; training = forward + backward of tuples (5 per optimiser step).
+negatives; training = forward + backward of tuples (5 per optimiser step). Both paths run in
+--precision (auto: what the framework measures on this machine for mining and for training), so
+the ratio is batching's alone; bench/suite.py compares precisions against cirtorch's way.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 from retrieval.data import formats
 from retrieval.data.synthetic import SyntheticConfig, ensure_world
 from retrieval.data.transforms import prepare_image
+from retrieval.extraction.inference import PRECISIONS, resolve_precision
 from retrieval.lightning.module import RetrievalModule
 from retrieval.lightning.tuple_datamodule import MiningConfig, TupleDataModule, TupleSource
 from retrieval.models.net import build_net
@@ -33,6 +37,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--nnum", type=int, default=5)
     parser.add_argument("--tuples", type=int, default=10, help="tuples timed per training path")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--precision", default="auto", help="auto|fp32|bf16 (mining, training)")
     return parser.parse_args()
 
 
@@ -44,18 +49,25 @@ def time_mining(datamodule: TupleDataModule, net: torch.nn.Module, batch_size: i
     return time.perf_counter() - start
 
 
-def time_training(module: RetrievalModule, batch: list, one_by_one: bool) -> float:
+def time_training(
+    module: RetrievalModule, batch: list, one_by_one: bool, precision: str = "fp32"
+) -> float:
     """Seconds for forward + backward of the tuples, batched or one image at a time."""
     module.zero_grad()
+    dtype = PRECISIONS[precision]
+    autocast = lambda: torch.autocast("cpu", dtype, enabled=dtype != torch.float32)  # noqa: E731
     start = time.perf_counter()
     if one_by_one:  # cirtorch: each image through the network alone, loss per tuple
         for images, _ in batch:
-            descriptors = torch.cat([module.net(img[None]) for img in images])
+            with autocast():
+                descriptors = torch.cat([module.net(img[None]) for img in images])
             loss = module.loss_fn(descriptors[:1], descriptors[1:2], descriptors[None, 2:])
             loss.backward()
     else:
         for step in range(0, len(batch), 5):
-            module.tuple_loss(batch[step : step + 5]).backward()
+            with autocast():
+                loss = module.tuple_loss(batch[step : step + 5])
+            loss.backward()
     return time.perf_counter() - start
 
 
@@ -65,11 +77,17 @@ def main() -> None:
     root = ensure_world(None, SyntheticConfig())
     split = formats.load_sfm_db(root, "synthetic-sfm")["train"]
     source = TupleSource(list(split.image_paths), split.cluster, split.qidxs, split.pidxs)
+    net = build_net(args.backbone, "gem", weights=args.weights)
+    mining_precision = resolve_precision(args.precision, "cpu", net)
+    training_precision = resolve_precision(args.precision, "cpu", net, "training")
     config = MiningConfig(
-        qsize=args.qsize, poolsize=args.poolsize, nnum=args.nnum, image_size=args.image_size
+        qsize=args.qsize,
+        poolsize=args.poolsize,
+        nnum=args.nnum,
+        image_size=args.image_size,
+        precision=mining_precision,
     )
     datamodule = TupleDataModule(source, config)
-    net = build_net(args.backbone, "gem", weights=args.weights)
     if args.channels_last:
         net = net.to(memory_format=torch.channels_last)
     images = args.qsize + args.poolsize
@@ -93,9 +111,9 @@ def main() -> None:
         )
         for t in range(args.tuples)
     ]
-    time_training(module, batch[:5], one_by_one=False)  # warm-up
-    train_one = time_training(module, batch, one_by_one=True)
-    train_batched = time_training(module, batch, one_by_one=False)
+    time_training(module, batch[:5], False, training_precision)  # warm-up
+    train_one = time_training(module, batch, True, training_precision)
+    train_batched = time_training(module, batch, False, training_precision)
 
     rows = {
         "mining, one image at a time": {"images/s": images / mining_one, "ratio": 1.0},
@@ -111,7 +129,8 @@ def main() -> None:
     }
     print(
         f"{args.backbone}-GeM, {args.image_size} px, {args.nnum} negatives, "
-        f"{torch.get_num_threads()} threads, channels_last={args.channels_last}"
+        f"{torch.get_num_threads()} threads, channels_last={args.channels_last}, precision: "
+        f"mining {mining_precision}, training {training_precision}"
     )
     print(markdown_table(rows))
 

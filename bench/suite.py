@@ -1,29 +1,39 @@
-"""The fast-path suite: extraction, mining, training and search, each a ratio measured in one run.
+"""The fast-path suite: extraction, mining, training, the epoch and search, each a ratio in one run.
 
-    python bench/suite.py                     # everything (2 CPU cores: about 15 minutes)
-    python bench/suite.py --quick             # fewer images, search at 100k only (about 5 minutes)
-    python bench/suite.py --compile --int8    # + compiled and int8 rows (CPU; about 20 minutes)
-    python bench/suite.py --only extract mining --device cuda
+    python bench/suite.py                     # everything (2 CPU cores: about 20 minutes)
+    python bench/suite.py --quick             # fewer images and repeats, search at 100k only
+    python bench/suite.py --compile --int8    # + compiled and int8 rows (CPU)
+    python bench/suite.py --only extract mining train --device cuda
 
-Every section runs a reference and our fast path side by side on the same files and network:
+It prints how long it took: --quick is about 5 minutes on a quiet 2-core CPU (estimated from its
+parts; a busy machine takes much longer). Every section runs a reference and our fast path side
+by side on the same files and network; on a CPU "ours" runs in fp32 and in bf16, and the row
+marked [auto] is the precision `auto` measured as the faster within round-off here (its decision
+and why are printed first; GPU: auto's choice only):
 
   extraction  ResNet50-GeM, database images of 1024 px at three scales (1, 1/sqrt2, 1/2): the
               full path (JPEG files -> descriptors) one image at a time in fp32 (the cirtorch way
-              of computing) against ours (size buckets, `auto` precision, channels_last, folded
-              BatchNorm, loading threads), each beside the bare forward of its network on tensors
+              of computing) against ours (size buckets, channels_last, folded BatchNorm, loading
+              threads, fp32 or bf16), each beside the bare forward of its network on tensors
               already in memory in the same settings (the limit of that setting). With --int8
               also our int8 path, its calibration timed on its own (a fixed cost per extraction).
   mining      one epoch (queries + pool extracted at 362 px, hard negatives selected), reference
               settings against ours; the share of the epoch spent outside the bare forward.
   training    forward + backward + Adam step of 5-tuple batches at 362 px: fp32, contiguous, one
               image at a time (cirtorch) against ours (one batched forward, channels_last, the
-              `auto` precision through Lightning's precision plugin); the losses of the first
-              step of both are compared (same weights, same tuples).
+              precision through Lightning's precision plugin); the losses of the first step of
+              both are compared (same weights, same tuples).
+  epoch       the cirtorch recipe's epoch as a user waits for it: the mining above plus training
+              on all of the epoch's tuples (the training rows' time per tuple).
   search      exact FAISS top-100 against a dense score matrix + full sort (cirtorch), queries per
               second and peak memory at 100k and 1M descriptors (bench_search.py's workers).
 
-Images are smooth random JPEGs (content does not change the arithmetic); weights are random
-(`--weights imagenet` needs the torchvision file). Scaled down from real runs in image count only.
+Each figure is the fastest of --repeats timed calls after a warm-up call; the end of the report
+warns when the repeats spread widely or the machine was loaded (ratios then do not hold), and the
+summary sets each ratio against its goal (CPU: extraction and mining 2.5x, training and epoch
+1.5x; GPU: 5x). Images are smooth random JPEGs (content does not change the arithmetic); weights
+are random (`--weights imagenet` needs the torchvision file). Scaled down from real runs in image
+count only.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_search  # noqa: E402
 from bench_extract import write_images  # noqa: E402
+from suite_report import ODDITIES, load_per_core, summary, table, timed, warnings_text  # noqa: E402
 
 from retrieval.data.transforms import prepare_image  # noqa: E402
 from retrieval.extraction.extract import (  # noqa: E402
@@ -52,11 +63,15 @@ from retrieval.extraction.extract import (  # noqa: E402
     calibration_batches,
     extract_descriptors,
 )
-from retrieval.extraction.inference import PRECISIONS, inference_copy, resolve_precision  # noqa: E402
+from retrieval.extraction.inference import (  # noqa: E402
+    PRECISIONS,
+    auto_decision,
+    inference_copy,
+    resolve_precision,
+)
 from retrieval.lightning.module import RetrievalModule  # noqa: E402
 from retrieval.lightning.tuple_datamodule import MiningConfig, TupleDataModule, TupleSource  # noqa: E402
 from retrieval.models.net import RetrievalNet, build_net  # noqa: E402
-from retrieval.pipelines.report import markdown_table  # noqa: E402
 
 SCALES = (1.0, 2**-0.5, 0.5)
 LIGHTNING_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
@@ -69,7 +84,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--weights", default="none")
-    parser.add_argument("--precision", default="auto", help="of our path: auto|fp32|bf16|fp16")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="ours: auto (CPU: fp32 and bf16, auto's measured choice marked; GPU: auto's choice) "
+        "or one of fp32|bf16|fp16",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile our extraction")
     parser.add_argument(
         "--int8", action="store_true", help="also our int8 path (CPU): extraction and mining"
@@ -82,18 +102,26 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-size", type=int, default=362)
     parser.add_argument("--train-tuples", type=int, default=10)
     parser.add_argument("--batch", type=int, help="our extraction batch (default: CPU 1, GPU 32)")
-    parser.add_argument("--repeats", type=int, default=2, help="each figure: the best of these")
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls per figure (best)")
+    parser.add_argument(
+        "--bare",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the bare forward on tensors in memory (the limit)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="image loading threads")
     parser.add_argument("--search-sizes", type=int, nargs="+", default=[100_000, 1_001_001])
     parser.add_argument("--search-dim", type=int, default=2048)
     args = parser.parse_args()
     if args.quick:
-        args.extract_images, args.mining_pool, args.train_tuples = 6, 60, 5
+        args.extract_images, args.mining_queries, args.mining_pool = 4, 12, 48
+        args.train_tuples, args.repeats, args.bare = 5, 2, False
         args.search_sizes = [100_000]
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     args.device = torch.device(args.device)
-    args.precision = resolve_precision(args.precision, args.device)
+    if args.precision != "auto":
+        resolve_precision(args.precision, args.device)  # validated before any work
     if args.int8 and args.device.type != "cpu":
         raise SystemExit("--int8 is a CPU path; leave it out on GPUs")
     # On CPU a batch of large images runs slower than one at a time (caches); GPUs need batches.
@@ -101,25 +129,17 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn: Callable[[], Any], device: torch.device, repeats: int = 1) -> tuple[float, Any]:
-    """(seconds, result): the fastest of `repeats` calls, the device synchronised around each.
-
-    The first call also warms up (oneDNN primitives per shape, cuDNN plans, file cache); the
-    best of a few is the figure least disturbed by a noisy machine.
-    """
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        result = fn()
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return best, result
+def our_precisions(args: argparse.Namespace, net: RetrievalNet) -> None:
+    """args.ours (our precisions) and args.auto (kind -> what auto chose), printed with why."""
+    args.auto = {kind: auto_decision(args.device, net, kind) for kind in ("inference", "training")}
+    for kind, decision in args.auto.items():
+        print(f"auto precision for {kind}: {decision.precision} ({decision.reason})", flush=True)
+    if args.precision != "auto":
+        args.ours = [args.precision]
+    elif args.device.type == "cpu":
+        args.ours = ["fp32", "bf16"]
+    else:
+        args.ours = [args.auto["inference"].precision]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,11 +153,11 @@ def reference_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def fast_settings(
-    args: argparse.Namespace, compile: bool = False, precision: str | None = None
+    args: argparse.Namespace, precision: str, compile: bool = False
 ) -> dict[str, Any]:
     return dict(
         batch_size=args.batch,
-        precision=precision or args.precision,
+        precision=precision,
         channels_last=True,
         fold_bn=True,
         num_workers=args.workers,
@@ -152,6 +172,7 @@ def bare_forward(
     scales: Sequence[float],
     device: torch.device,
     repeats: int = 1,
+    label: str = "",
 ) -> float:
     """Seconds of the network alone on prepared tensors in memory, batched as `settings` say.
 
@@ -187,13 +208,30 @@ def bare_forward(
             for x in batches:
                 fast(x)
 
-    run()  # warm-up: oneDNN primitives, cuDNN plans, compilation
-    return timed(run, device, repeats)[0]
+    return timed(run, device, repeats, label)[0]  # after a warm-up: oneDNN, cuDNN, compilation
 
 
 # ----------------------------------------------------------------------------------------------
 # sections
 # ----------------------------------------------------------------------------------------------
+
+
+def ours_runs(args: argparse.Namespace, part: str, kind: str) -> list[tuple[str, dict]]:
+    """(row name, settings): the reference, ours in each precision, compiled and int8 if asked."""
+    runs = [(f"{part}: reference (1 image, fp32)", reference_settings(args))]
+    for precision in args.ours:
+        runs.append(
+            (f"{part}: ours ({_describe(args, precision, kind)})", fast_settings(args, precision))
+        )
+    chosen = args.auto[kind].precision
+    if args.compile and part == "extraction":
+        name = f"{part}: ours ({_describe(args, chosen, kind)}, compiled)"
+        runs.append((name, fast_settings(args, chosen, compile=True)))
+    if args.int8:
+        runs.append(
+            (f"{part}: ours ({_describe(args, 'int8', kind)})", fast_settings(args, "int8"))
+        )
+    return runs
 
 
 def extraction(args: argparse.Namespace, net: RetrievalNet, folder: Path) -> dict[str, dict]:
@@ -203,16 +241,7 @@ def extraction(args: argparse.Namespace, net: RetrievalNet, folder: Path) -> dic
     mean, std = net.meta["mean"], net.meta["std"]
     images = [prepare_image(p, args.extract_size, mean, std) for p in paths]
     rows, descriptors = {}, {}
-    runs = [
-        ("extraction: reference (1 image, fp32)", reference_settings(args)),
-        (f"extraction: ours ({_describe(args)})", fast_settings(args)),
-    ]
-    if args.compile:
-        runs.append((f"extraction: ours ({_describe(args)}, compiled)", fast_settings(args, True)))
-    if args.int8:
-        runs.append(
-            (f"extraction: ours ({_describe(args, 'int8')})", fast_settings(args, False, "int8"))
-        )
+    runs = ours_runs(args, "extraction", "inference")
     for name, settings in runs:
         runner, extra = net, {}
         if settings["precision"] == "int8":
@@ -229,13 +258,19 @@ def extraction(args: argparse.Namespace, net: RetrievalNet, folder: Path) -> dic
             ),
             args.device,
             args.repeats,
+            name,
         )
-        bare = bare_forward(runner, images, settings, SCALES, args.device, args.repeats)
-        rows[name] = _throughput_row(len(paths), seconds, bare)
+        bare = None
+        if args.bare:
+            bare = bare_forward(
+                runner, images, settings, SCALES, args.device, args.repeats, f"{name}, bare"
+            )
+        rows[name] = _throughput_row(name, len(paths), seconds, bare)
         rows[name].update(extra)
     _add_speedups(rows)
     if args.profile:
-        print(forward_profile(net, images[0], fast_settings(args), args.device), "\n")
+        chosen = args.auto["inference"].precision
+        print(forward_profile(net, images[0], fast_settings(args, chosen), args.device), "\n")
     reference = descriptors[runs[0][0]]
     for name, _ in runs[1:]:
         rows[name]["min cosine to reference"] = float((reference * descriptors[name]).sum(1).min())
@@ -288,22 +323,14 @@ def mining_source(args: argparse.Namespace, folder: Path) -> TupleSource:
 def mining(
     args: argparse.Namespace, net: RetrievalNet, source: TupleSource
 ) -> tuple[dict[str, dict], Any]:
-    """One mining epoch with reference and fast extraction settings.
+    """One mining epoch with reference and fast extraction settings; the reference's tuples.
 
     int8 is timed with a network calibrated beforehand on the epoch's images (the calibration
     a mining epoch runs first, a fixed cost reported on its own).
     """
-    rows, tuples, ids = {}, None, None
+    rows, reference, ids = {}, None, None
     mean, std = net.meta["mean"], net.meta["std"]
-    runs = [
-        ("mining: reference (1 image, fp32)", reference_settings(args)),
-        (f"mining: ours ({_describe(args)})", fast_settings(args)),
-    ]
-    if args.int8:
-        runs.append(
-            (f"mining: ours ({_describe(args, 'int8')})", fast_settings(args, False, "int8"))
-        )
-    for name, settings in runs:
+    for name, settings in ours_runs(args, "mining", "inference"):
         config = MiningConfig(
             qsize=args.mining_queries,
             poolsize=args.mining_pool,
@@ -322,15 +349,26 @@ def mining(
             paths = [source.paths[i] for i in ids]
             runner, extra = calibrated_int8(net, settings, paths, args.train_size, (1.0,))
         mine = lambda dm=datamodule, runner=runner: dm.mine(runner, epoch=0)  # noqa: E731
-        seconds, tuples = timed(mine, args.device, args.repeats)
+        seconds, tuples = timed(mine, args.device, args.repeats, name)
         ids = np.unique(np.concatenate([tuples.query, tuples.positive, _pool_ids(datamodule)]))
-        images = [prepare_image(source.paths[i], args.train_size, mean, std) for i in ids]
-        bare = bare_forward(runner, images, settings, (1.0,), args.device, args.repeats)
-        rows[name] = _throughput_row(len(ids), seconds, bare)
-        rows[name]["outside the forward (%)"] = 100 * (1 - bare / seconds)
+        bare = None
+        if args.bare:
+            images = [prepare_image(source.paths[i], args.train_size, mean, std) for i in ids]
+            label = f"{name}, bare"
+            bare = bare_forward(runner, images, settings, (1.0,), args.device, args.repeats, label)
+        rows[name] = _throughput_row(name, len(ids), seconds, bare)
+        if bare is not None:
+            rows[name]["outside the forward (%)"] = 100 * (1 - bare / seconds)
+        if reference is None:
+            reference = tuples
+        else:  # the hard negatives ours mined against the reference's, as sets per query
+            same = [
+                set(a) == set(b) for a, b in zip(reference.negatives, tuples.negatives, strict=True)
+            ]
+            rows[name]["same negatives as reference (%)"] = 100 * float(np.mean(same))
         rows[name].update(extra)
     _add_speedups(rows)
-    return rows, tuples
+    return rows, reference
 
 
 def _pool_ids(datamodule: TupleDataModule) -> np.ndarray:
@@ -364,8 +402,6 @@ def training(
     ]
     loss = {"name": "contrastive", "margin": 0.85}
     optim = {"name": "adam", "lr": 1e-6}
-    precision = LIGHTNING_PRECISION[args.precision]
-    plugin = Precision() if precision == "32-true" else MixedPrecision(precision, args.device.type)
 
     def reference_step(module: RetrievalModule, step: list) -> float:
         """cirtorch: each image through the network alone, the loss of each tuple backwarded."""
@@ -377,30 +413,65 @@ def training(
             total += tuple_loss.item()
         return total
 
-    def fast_step(module: RetrievalModule, step: list) -> float:
+    def fast_step(plugin: Any, module: RetrievalModule, step: list) -> float:
         with plugin.forward_context():
             step_loss = module.tuple_loss(step)
         step_loss.backward()
         return step_loss.item()
 
+    runs = [("training: reference (1 image, fp32)", False, reference_step)]
+    for precision in args.ours:
+        lightning = LIGHTNING_PRECISION[precision]
+        plugin = (
+            Precision() if lightning == "32-true" else MixedPrecision(lightning, args.device.type)
+        )
+        mark = " [auto]" if precision == args.auto["training"].precision else ""
+        name = f"training: ours (batched, {lightning}{mark}, channels_last)"
+        runs.append((name, True, lambda m, step, plugin=plugin: fast_step(plugin, m, step)))
     rows = {}
-    for name, channels_last, step_fn in [
-        ("training: reference (1 image, fp32)", False, reference_step),
-        (f"training: ours (batched, {precision}, channels_last)", True, fast_step),
-    ]:
+    for name, channels_last, step_fn in runs:
         model = copy.deepcopy(net).to(args.device)
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         module = RetrievalModule(model, loss, optim).train()
         initial = copy.deepcopy(module.state_dict())
-        train_steps(module, step_fn, batch)  # warm-up, then back to the same weights
-        module.load_state_dict(initial)
-        seconds, losses = timed(lambda m=module, f=step_fn: train_steps(m, f, batch), args.device)
+
+        def from_initial(module=module, initial=initial, step_fn=step_fn) -> list[float]:
+            module.load_state_dict(initial)  # every call trains the same weights on the same tuples
+            return train_steps(module, step_fn, batch)
+
+        seconds, losses = timed(from_initial, args.device, args.repeats, name)
         rows[name] = {"tuples/s": count / seconds, "first-step loss": losses[0]}
     reference = next(iter(rows.values()))
     for row in rows.values():
         row["speed-up vs reference"] = row["tuples/s"] / reference["tuples/s"]
         row["loss rel. diff"] = abs(row["first-step loss"] / reference["first-step loss"] - 1)
+    return rows
+
+
+def epoch(
+    args: argparse.Namespace, mining_rows: dict[str, dict], training_rows: dict[str, dict]
+) -> dict[str, dict]:
+    """The cirtorch recipe's epoch: mining it plus training on all its tuples, both ways.
+
+    From the rows measured above: the mining time of the epoch plus its tuples at the training
+    rows' rate (the same images, prepared in memory, for both ways).
+    """
+    tuples = args.mining_queries
+    rows = {}
+    names = ["reference (1 image, fp32)"] + [
+        f"ours ({p}{' [auto]' if p == args.auto['training'].precision else ''})" for p in args.ours
+    ]
+    pairs = zip(list(mining_rows)[: len(names)], list(training_rows)[: len(names)], strict=True)
+    for name, (mined, trained) in zip(names, pairs, strict=True):
+        seconds = mining_rows[mined]["seconds"] + tuples / training_rows[trained]["tuples/s"]
+        rows[f"epoch of {tuples} tuples: {name}"] = {
+            "tuples/s": tuples / seconds,
+            "seconds": seconds,
+        }
+    reference = next(iter(rows.values()))["seconds"]
+    for row in rows.values():
+        row["speed-up vs reference"] = reference / row["seconds"]
     return rows
 
 
@@ -439,16 +510,24 @@ def search(args: argparse.Namespace) -> dict[str, dict]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _describe(args: argparse.Namespace, precision: str | None = None) -> str:
-    return f"batch {args.batch}, {precision or args.precision}, channels_last, BN folded"
+def _describe(args: argparse.Namespace, precision: str, kind: str) -> str:
+    mark = " [auto]" if precision == args.auto[kind].precision else ""
+    return f"batch {args.batch}, {precision}{mark}, channels_last, BN folded"
 
 
-def _throughput_row(images: int, seconds: float, bare_seconds: float) -> dict[str, float]:
-    return {
-        "images/s": images / seconds,
-        "bare forward images/s": images / bare_seconds,
-        "full path / bare (%)": 100 * bare_seconds / seconds,
-    }
+def _throughput_row(
+    name: str, images: int, seconds: float, bare_seconds: float | None
+) -> dict[str, float]:
+    row = {"images/s": images / seconds, "seconds": seconds}
+    if bare_seconds is not None:
+        row["bare forward images/s"] = images / bare_seconds
+        row["full path / bare (%)"] = 100 * bare_seconds / seconds
+        if bare_seconds > seconds:
+            ODDITIES.append(
+                f"{name}: the bare forward took longer than the whole path "
+                f"({100 * bare_seconds / seconds:.0f}%), impossible on a quiet machine"
+            )
+    return row
 
 
 def _add_speedups(rows: dict[str, dict]) -> None:
@@ -458,20 +537,22 @@ def _add_speedups(rows: dict[str, dict]) -> None:
 
 
 def main() -> None:
+    started, start_load = time.perf_counter(), load_per_core()
     args = parse_args()
     torch.manual_seed(0)
     net = build_net(args.backbone, "gem", weights=args.weights).eval()
     device_name = torch.cuda.get_device_name() if args.device.type == "cuda" else "CPU"
     print(
         f"{args.backbone}-GeM on {device_name} ({torch.get_num_threads()} CPU threads), "
-        f"our precision: {args.precision}; torch {torch.__version__}",
+        f"torch {torch.__version__}; load average {start_load:.2f} per core at the start",
         flush=True,
     )
+    our_precisions(args, net)
     sections: dict[str, dict[str, dict]] = {}
 
     def report(name: str, rows: dict[str, dict]) -> None:
         sections[name] = rows
-        print(markdown_table(rows), "\n", flush=True)
+        print(table(rows), "\n", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -479,43 +560,21 @@ def main() -> None:
             report("extraction (images/s)", extraction(args, net, folder))
         if {"mining", "train"} & set(args.only):
             source = mining_source(args, folder)
-            rows, tuples = mining(args, net, source)
+            mining_rows, tuples = mining(args, net, source)
             if "mining" in args.only:
-                report("mining epoch (images/s)", rows)
+                report("mining epoch (images/s)", mining_rows)
             if "train" in args.only:
-                report("training (tuples/s)", training(args, net, source, tuples))
+                training_rows = training(args, net, source, tuples)
+                report("training (tuples/s)", training_rows)
+                report(
+                    "epoch: mining + training (tuples/s)", epoch(args, mining_rows, training_rows)
+                )
     if "search" in args.only:
         report("search (queries/s)", search(args))
     print("Summary: ours against the reference, measured side by side above\n")
-    print(markdown_table(summary(sections)))
-
-
-def summary(sections: dict[str, dict[str, dict]]) -> dict[str, dict]:
-    """One row per section: reference and our throughput, the speed-up, ours against bare."""
-    rows = {}
-    for name, section in sections.items():
-        if name.startswith("search"):  # one reference/ours pair per database size
-            pairs = [
-                (r, o)
-                for (r, o) in zip(list(section)[::2], list(section)[1::2], strict=False)
-                if "dense" in r
-            ]
-        else:
-            reference, *variants = section
-            pairs = [(reference, ours) for ours in variants]
-        for reference, ours in pairs:
-            unit = next(k for k in section[ours] if k.endswith("/s"))
-            label = reference.split(":")[0]
-            if not name.startswith("search"):
-                label = f"{name}, ours ({ours.split('(', 1)[1]}"
-            rows[label] = {
-                "reference": section[reference][unit],
-                "ours": section[ours][unit],
-                "speed-up": section[ours]["speed-up vs reference"],
-            }
-            if "full path / bare (%)" in section[ours]:
-                rows[label]["ours full path / bare (%)"] = section[ours]["full path / bare (%)"]
-    return rows
+    print(table(summary(sections, args.device)), "\n")
+    print(warnings_text(start_load))
+    print(f"\nThe suite took {time.perf_counter() - started:.0f} s.")
 
 
 if __name__ == "__main__":
