@@ -1,7 +1,8 @@
 """Int8 inference on CPUs: post-training static quantisation of a backbone's trunk.
 
-Where the CPU has no AMX, bf16 does not pay (oneDNN's AVX-512 BF16 convolutions are slower than
-fp32), but int8 does: AVX-512 VNNI multiplies four int8 pairs per lane per instruction, and a
+Where bf16 does not pay on a CPU (`auto` measures it: on one machine without AMX oneDNN's
+AVX-512 BF16 convolutions ran slower than fp32), int8 can: AVX-512 VNNI multiplies four int8
+pairs per lane per instruction, and a
 quantised ResNet50 extracts 3.8x faster than our fp32 path at 1024 px on two cores (5.2x the
 one-image fp32 reference; bench/suite.py --int8). Unlike the other speed-ups this one changes
 the descriptors beyond round-off, so it is opt-in (`extract.precision=int8`) and its cost is
