@@ -8,7 +8,6 @@ fixed stem/head width. The names (`_conv_stem`, `_bn0`, `_blocks.N._expand_conv`
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,12 +64,19 @@ class SameConv2d(nn.Conv2d):
         super().__init__(
             in_channels, out_channels, kernel_size, stride=stride, groups=groups, bias=False
         )
+        # With stride 1 "SAME" pads k - 1 whatever the size, so the amounts are fixed here; with a
+        # larger stride they depend on the size. Which case applies is settled now, not by the
+        # input, so torch.jit.script and torch.export keep the size-dependent padding dynamic.
+        self.pads_by_size = self.stride != (1, 1)
+        self.fixed_pads = _pad_amounts(self.kernel_size[0] - 1, self.kernel_size[1] - 1)
+        self.pads_fixed = not self.pads_by_size and any(self.fixed_pads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pad asymmetrically as TensorFlow does, then convolve without padding."""
-        pads = same_padding(x, self.kernel_size, self.stride)
-        if any(pads):
-            x = F.pad(x, pads)
+        if self.pads_by_size:
+            x = F.pad(x, same_padding(x, self.kernel_size, self.stride))
+        elif self.pads_fixed:
+            x = F.pad(x, self.fixed_pads)
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
     def plain_equivalent(self) -> nn.Module:
@@ -114,13 +120,25 @@ def same_padding(
     """F.pad amounts [left, right, top, bottom] of TensorFlow "SAME" for `x`."""
     pad_h = _same_pad(x.shape[-2], kernel_size[0], stride[0])
     pad_w = _same_pad(x.shape[-1], kernel_size[1], stride[1])
+    return _pad_amounts(pad_h, pad_w)
+
+
+def _pad_amounts(pad_h: int, pad_w: int) -> list[int]:
+    """Totals along each axis split as TensorFlow does: the odd one at the bottom/right."""
     return [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2]
 
 
 def _same_pad(size: int, kernel: int, stride: int) -> int:
-    """Total padding TensorFlow "SAME" adds along one axis."""
-    out = math.ceil(size / stride)
-    return max((out - 1) * stride + kernel - size, 0)
+    """Total padding TensorFlow "SAME" adds along one axis: (ceil(size / stride) - 1) * stride
+    + kernel - size, at least 0.
+
+    Integer arithmetic only, so that a symbolic size (torch.export) gives an exact expression.
+    """
+    out = (size + stride - 1) // stride  # ceil(size / stride); sizes are positive
+    total = (out - 1) * stride + kernel - size
+    if kernel >= stride:  # never negative: no comparison on a (maybe symbolic) size
+        return total
+    return max(total, 0)
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:
@@ -141,9 +159,15 @@ class MBConvBlock(nn.Module):
     ) -> None:
         super().__init__()
         mid = in_channels * expand
+        # Without expansion these are Identity (no weights, so the state dict keeps the port's
+        # keys): the forward has no optional module, as torch.jit.script needs.
+        self._expand_conv: nn.Module = nn.Identity()
+        self._bn0: nn.Module = nn.Identity()
+        self._expand_act: nn.Module = nn.Identity()
         if expand != 1:
             self._expand_conv = SameConv2d(in_channels, mid, 1)
             self._bn0 = _bn(mid)
+            self._expand_act = nn.ReLU6(inplace=True)
         self._depthwise_conv = SameConv2d(mid, mid, kernel, stride=stride, groups=mid)
         self._bn1 = _bn(mid)
         self._project_conv = SameConv2d(mid, out_channels, 1)
@@ -155,9 +179,7 @@ class MBConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the block; add the input back when shapes allow (stochastic depth in training)."""
-        out = x
-        if self.expand != 1:
-            out = self._act(self._bn0(self._expand_conv(out)))
+        out = self._expand_act(self._bn0(self._expand_conv(x)))
         out = self._act(self._bn1(self._depthwise_conv(out)))
         out = self._bn2(self._project_conv(out))
         if self.residual:
