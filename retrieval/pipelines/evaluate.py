@@ -181,7 +181,7 @@ def whitening_postprocess(
         pairs.qidxs,
         pairs.pidxs,
         dim=cfg.get("whitening_dim"),
-        shrinkage=float(cfg.get("whitening_shrinkage", 0.0)),
+        shrinkage=float(cfg.get("whitening_shrinkage", 0.3)),
     )
 
     def whiten(database: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

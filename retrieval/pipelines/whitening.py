@@ -73,7 +73,7 @@ def learn_projection(
         raise ConfigError(
             f"Learned whitening (Lw): {n_pairs} matching pairs cannot estimate the {needed} x "
             f"{needed} pair-difference covariance. Set {dim_key}=N with N <= {n_pairs} (e.g. "
-            f"{dim_key}={_power_of_two_at_most(n_pairs)}), or {shrinkage_key}=0.1, or "
+            f"{dim_key}={_power_of_two_at_most(n_pairs)}), or {shrinkage_key}=0.3, or "
             f"{otherwise}."
         )
     return learn_whitening(descriptors, qidxs, pidxs, dim=dim, shrinkage=shrinkage)
@@ -165,7 +165,7 @@ def start_whitening_from_config(
         net,
         str(cfg.get("whitening_init", "learned")),
         formats.sfm_whiten_path(root, str(data.name)) if sfm else None,
-        float(cfg.get("whitening_shrinkage", 0.0)),
+        float(cfg.get("whitening_shrinkage", 0.3)),
         max_side=int(data.image_size),
         batch_size=int(data.mining_batch_size),
         num_workers=int(data.num_workers),

@@ -45,12 +45,16 @@ def test_whitening_changes_the_descriptors_and_evaluates(tmp_path, evaluate_job)
     plain = evaluate_job(tmp_path / "plain")["synthetic-rox"]
     whitened = evaluate_job(tmp_path / "pca", "whitening=pca")["synthetic-rox"]
     assert whitened["M/mAP"] != plain["M/mAP"] and 0 < whitened["M/mAP"] <= 100
-    # The tiny world has 30 whitening pairs: too few for Lw of 1280-d descriptors; the error
-    # names the config key that fixes it, and that key works.
+    # The tiny world has 30 whitening pairs: too few for cirtorch's Lw (no shrinkage) of 1280-d
+    # descriptors; the error names the config key that fixes it, and that key works.
     with pytest.raises(ConfigError, match=r"30 matching pairs .* whitening_dim=N with N <= 30"):
-        evaluate_job(tmp_path / "lw", "whitening=learned")
-    reduced = evaluate_job(tmp_path / "lw16", "whitening=learned", "whitening_dim=16")
+        evaluate_job(tmp_path / "lw", "whitening=learned", "whitening_shrinkage=0")
+    reduced = evaluate_job(
+        tmp_path / "lw16", "whitening=learned", "whitening_shrinkage=0", "whitening_dim=16"
+    )
+    shrunk = evaluate_job(tmp_path / "lw", "whitening=learned")  # the default shrinkage: 0.3
     assert 0 < reduced["synthetic-rox"]["M/mAP"] <= 100
+    assert 0 < shrunk["synthetic-rox"]["M/mAP"] <= 100
 
 
 def test_query_expansion_and_index_options_run(tmp_path, evaluate_job):
