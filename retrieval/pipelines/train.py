@@ -156,12 +156,12 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(str(cfg.run_dir))
     train_src, val_src, benchmark = build_sources(cfg)
     net = build_net_from_config(cfg)
+    options = mining_extract_options(cfg)  # whitening=DIM: Lw from the training pairs (cirtorch -w)
+    start_whitening_from_config(cfg, net, data_root(cfg), device=trainer_device(cfg), **options)
     if cfg.get("channels_last"):
         net = net.to(memory_format=torch.channels_last)
     resolve_trainer_precision(cfg, net)  # trainer.precision=auto: measured on this machine
     evaluator = make_evaluator(cfg, benchmark)
-    options = mining_extract_options(cfg)  # whitening=DIM: Lw from the training pairs (cirtorch -w)
-    start_whitening_from_config(cfg, net, data_root(cfg), device=trainer_device(cfg), **options)
     if cfg.data.kind == "classes" and cfg.data.get("clean"):
         train_src = _cleaned(cfg, net, train_src, run_dir)
     module = RetrievalModule(
