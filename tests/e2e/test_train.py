@@ -97,7 +97,7 @@ def test_int8_mining_finds_the_fp32_hard_negatives(tmp_path, train_job):
 
 def test_invalid_mining_setup_fails_before_training(tmp_path, train_job):
     with pytest.raises(ValueError, match="data.nnum"):
-        train_job(tmp_path, "data.nnum=7")
+        train_job(tmp_path, "data.nnum=8")  # 8 training landmarks: 7 others at most
 
 
 def run_train_py(run_dir: Path, *overrides: str, timeout: int = 600):
@@ -209,7 +209,9 @@ def test_a_run_prints_neither_the_litlogger_tip_nor_the_pytree_warning(tiny_run)
 
 
 def test_a_failed_run_leaves_its_error_in_the_run_log(tmp_path):
-    done = run_train_py(tmp_path, *TINY_JOB, "data.nnum=7", timeout=300)
-    assert done.returncode != 0
+    done = run_train_py(tmp_path, *TINY_JOB, "data.nnum=8", timeout=300)
+    assert done.returncode == 1
+    assert "error: " in done.stderr and "data.nnum" in done.stderr  # the message alone
+    assert "Traceback" not in done.stderr
     log = (tmp_path / "train.log").read_text()
     assert "Traceback" in log and "data.nnum" in log
