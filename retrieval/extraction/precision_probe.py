@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -124,6 +125,7 @@ def decide(
     return "bf16", f"bf16 faster, descriptors at cosine {cos:.6f} to fp32's: {timing}"
 
 
+@functools.cache  # every auto extraction asks; the CPU does not change within a process
 def cpu_model() -> str:
     """The CPU's model name and a hash of its feature flags (VMs often show a generic name)."""
     fields: dict[str, str] = {}
