@@ -8,9 +8,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
+from torchvision.transforms.functional import pil_to_tensor
 
+from retrieval.data.augment import Augmentation, image_generator
 from retrieval.data.epoch_tuples import EpochTuples
-from retrieval.data.transforms import prepare_image
+from retrieval.data.transforms import load_image, normalize_pixels, prepare_image, resize_longest
 
 TupleItem = tuple[list[Tensor], Tensor]
 
@@ -25,10 +27,14 @@ class TupleDataset(Dataset):
         max_side: int,
         mean: Sequence[float],
         std: Sequence[float],
+        augment: Augmentation | None = None,
+        seed: int = 0,
     ) -> None:
         self.image_paths = list(image_paths)
         self.max_side = int(max_side)
         self.mean, self.std = tuple(mean), tuple(std)
+        self.augment = augment if augment is not None and augment.active else None
+        self.seed = int(seed)
         self.tuples: EpochTuples | None = None
         if tuples is not None:
             self.set_tuples(tuples)
@@ -51,12 +57,19 @@ class TupleDataset(Dataset):
         if self.tuples is None:
             raise RuntimeError("TupleDataset has no tuples yet; mine an epoch and set_tuples().")
         indices = self.tuples.image_indices(i)
-        images = [
-            prepare_image(self.image_paths[j], self.max_side, self.mean, self.std) for j in indices
-        ]
+        images = [self._image(i, position, int(j)) for position, j in enumerate(indices)]
         target = torch.zeros(len(indices), dtype=torch.long)
         target[0], target[1] = -1, 1
         return images, target
+
+    def _image(self, item: int, position: int, index: int) -> Tensor:
+        path = self.image_paths[index]
+        if self.augment is None:
+            return prepare_image(path, self.max_side, self.mean, self.std)
+        rng = image_generator(self.seed, self.tuples.epoch or 0, item, position)
+        img = self.augment.geometry(load_image(path), rng)
+        img = self.augment.colour(resize_longest(img, self.max_side), rng)
+        return normalize_pixels(pil_to_tensor(img), self.mean, self.std)
 
 
 def collate_tuples(batch: Sequence[TupleItem]) -> list[TupleItem]:

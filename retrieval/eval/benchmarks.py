@@ -82,6 +82,46 @@ def leave_one_out_benchmark(name: str, paths: list[Path], labels: np.ndarray) ->
     )
 
 
+def held_out_groups(
+    benchmark: RetrievalBenchmark, keep: Callable[[str], bool]
+) -> tuple[RetrievalBenchmark, np.ndarray, np.ndarray]:
+    """The part of a labelled benchmark whose groups pass `keep`: (benchmark, database rows,
+    query rows), rows into the full one's descriptors. For figures on the groups a model did not
+    train on (data=labels trains on the first data.train_classes of them)."""
+    if benchmark.labels is None:
+        raise ValueError(f"benchmark {benchmark.name!r} has no labels to split by")
+    query_labels = benchmark.query_labels or benchmark.labels
+    db_rows = np.flatnonzero([keep(label) for label in benchmark.labels])
+    query_rows = np.flatnonzero([keep(label) for label in query_labels])
+    new_row = np.full(len(benchmark.images), -1, dtype=np.int64)
+    new_row[db_rows] = np.arange(db_rows.size)
+
+    def kept(rows: np.ndarray) -> np.ndarray:
+        moved = _moved(rows, new_row)
+        return moved[moved >= 0]
+
+    gnd = [{k: kept(v) for k, v in benchmark.gnd[q].items()} for q in query_rows]
+    index = benchmark.query_db_index
+    part = dataclasses.replace(
+        benchmark,
+        name=f"{benchmark.name}-held-out",
+        images=[benchmark.images[i] for i in db_rows],
+        queries=[benchmark.queries[q] for q in query_rows],
+        query_boxes=[benchmark.query_boxes[q] for q in query_rows],
+        gnd=gnd,
+        labels=[benchmark.labels[i] for i in db_rows],
+        query_labels=[query_labels[q] for q in query_rows] if benchmark.query_labels else None,
+        query_db_index=None if index is None else _moved(np.asarray(index)[query_rows], new_row),
+    )
+    return part, db_rows, query_rows
+
+
+def _moved(rows: np.ndarray, new_row: np.ndarray) -> np.ndarray:
+    """Old database rows -> new ones (-1: dropped, or no row to begin with)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return np.where(rows >= 0, new_row[np.maximum(rows, 0)], -1)
+
+
 def score_ranks(benchmark: RetrievalBenchmark, ranks: np.ndarray) -> dict[str, float]:
     """The benchmark's figures (percent, except the N-S score) for Q x K ranks."""
     n_db = len(benchmark.images)

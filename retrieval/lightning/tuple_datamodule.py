@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
+from retrieval.data.augment import Augmentation
 from retrieval.data.epoch_tuples import EpochTuples
 from retrieval.data.tuple_dataset import TupleDataset, collate_tuples
 from retrieval.data.tuples import (
@@ -79,10 +80,12 @@ class TupleDataModule(pl.LightningDataModule):
         config: MiningConfig,
         val: TupleSource | None = None,
         output_dir: str | Path | None = None,
+        augment: Augmentation | None = None,
     ) -> None:
         super().__init__()
         self.sources = {"train": train, "val": val}
         self.config = config
+        self.augment = augment  # training images only: mining and validation see them plain
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.last_statistics: dict[str, float] = {}
         self._mined: dict[str, EpochTuples] = {}
@@ -210,7 +213,10 @@ class TupleDataModule(pl.LightningDataModule):
         tuples = self._epoch_tuples(split)
         source = self.sources[split]
         mean, std = module.net.meta["mean"], module.net.meta["std"]
-        dataset = TupleDataset(source.paths, tuples, self.config.image_size, mean, std)
+        augment = self.augment if split == "train" else None
+        dataset = TupleDataset(
+            source.paths, tuples, self.config.image_size, mean, std, augment, self.config.seed
+        )
         return DataLoader(
             dataset,
             batch_size=self.config.batch_size,

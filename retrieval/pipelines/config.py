@@ -7,6 +7,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from retrieval.data.augment import Augmentation
 from retrieval.models.cirtorch_weights import CIRTORCH_FEATURES
 from retrieval.models.net import RetrievalNet, build_net
 from retrieval.models.pooling import PoolingArgumentError, check_pooling_args
@@ -86,12 +87,25 @@ def validate_train_config(cfg: DictConfig) -> None:
     for key in ("batch_size", "image_size"):
         value = _number(data[key], f"data.{key}", int)
         _check(value > 0, f"data.{key}", f"must be a positive integer, got {data[key]}.")
+    augmentation_from_config(data)
     valid_positives = ("fixed", "random_topk_inliers", "hardest")
     _check(
         data.positives in valid_positives,
         "data.positives",
         f"{data.positives!r} is not one of {', '.join(valid_positives)}.",
     )
+
+
+def augmentation_from_config(data: DictConfig) -> Augmentation | None:
+    """data.augment for the training tuples' images, or None where the data option has none."""
+    node = data.get("augment")
+    if node is None:
+        return None
+    values = {str(k): _number(v, f"data.augment.{k}") for k, v in node.items()}
+    try:
+        return Augmentation(**values)
+    except ValueError as error:
+        raise ConfigError(f"Invalid config `data.augment`: {error}") from None
 
 
 def validate_optimizer_config(optimizer: DictConfig) -> None:

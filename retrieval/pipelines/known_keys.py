@@ -15,6 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from retrieval.data.augment import Augmentation
 from retrieval.data.synthetic import SyntheticConfig
 from retrieval.pipelines.config import ConfigError
 
@@ -36,6 +37,8 @@ GROUP_NODES = {
 # Groups built into a dataclass: its fields are valid keys even where no option sets them
 # (`+data.synthetic.workers=4`).
 _DATACLASSES: dict[str, type] = {"synthetic": SyntheticConfig}
+# Nodes inside a group's option that a dataclass reads: their keys are its fields.
+_DATACLASS_NODES: dict[str, type] = {"data.augment": Augmentation}
 # The job's own mapping nodes fix their keys in its yaml (train.yaml's extract...), but these.
 _OPEN_JOB_NODES = ("hydra",)
 
@@ -94,6 +97,10 @@ def check_known_keys(cfg: DictConfig, job: str, conf_dir: Path = CONF_DIR) -> No
         node = _node(cfg, path)
         if node is not None:
             _refuse_unknown(node, path, _group_keys(conf_dir, group))
+    for path, kind in _DATACLASS_NODES.items():
+        node = _node(cfg, path)
+        if node is not None:
+            _refuse_unknown(node, path, frozenset(f.name for f in dataclasses.fields(kind)))
     for path, keys in _job_nodes(conf_dir, job).items():
         node = _node(cfg, path)
         if node is not None:

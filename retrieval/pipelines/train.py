@@ -38,6 +38,7 @@ from retrieval.pipelines.accelerator import (
 )
 from retrieval.pipelines.clean import clean_labelled_images
 from retrieval.pipelines.config import (
+    augmentation_from_config,
     build_net_from_config,
     extract_options,
     validate_train_config,
@@ -176,7 +177,13 @@ def run_training(cfg: DictConfig) -> dict[str, Any]:
     if cfg.data.kind == "classes":
         datamodule = _class_datamodule(cfg, train_src, val_src)
     else:
-        datamodule = TupleDataModule(train_src, _mining_config(cfg), val_src, output_dir=run_dir)
+        datamodule = TupleDataModule(
+            train_src,
+            _mining_config(cfg),
+            val_src,
+            output_dir=run_dir,
+            augment=augmentation_from_config(cfg.data),
+        )
     monitor = "val/M/mAP" if benchmark.protocol == "revisited" else "val/mAP"
     best, last = checkpoint_callbacks(run_dir / "checkpoints", monitor)
     callbacks: list[pl.Callback] = [best, last]

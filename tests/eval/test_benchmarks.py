@@ -92,3 +92,37 @@ def test_evaluate_with_the_real_gnd_but_no_photos_names_them(shared_data, tmp_pa
     assert "(4993 database, 70 query) are missing: ashmolean_000283.jpg," in message
     assert f"Put them in {folder / 'jpg'} " in message
     assert f"download roxford5k --root {tmp_path / 'root'}" in message
+
+
+def test_held_out_groups_keeps_their_images_queries_and_ground_truth(tmp_path):
+    names = ["100000", "100001", "100002", "100100", "100101", "100200", "100300", "100301"]
+    (tmp_path / "jpg").mkdir()
+    for name in names:
+        (tmp_path / "jpg" / f"{name}.jpg").write_bytes(b"\xff\xd8")
+    bench = benchmarks.load_benchmark("holidays", tmp_path)
+    part, db_rows, query_rows = benchmarks.held_out_groups(bench, lambda g: g != "1000")
+    assert db_rows.tolist() == [3, 4, 5, 6, 7]  # scene 1000 gone, 1002 (alone) stays in the db
+    assert [q.stem for q in part.queries] == ["100100", "100300"]
+    assert query_rows.tolist() == [1, 2]
+    assert [g["ok"].tolist() for g in part.gnd] == [[1], [4]]
+    assert [g["junk"].tolist() for g in part.gnd] == [[0], [3]]
+    assert part.query_db_index.tolist() == [0, 3]
+    # query 100100 (itself removed) ranks 100200, then its positive 100101: trapezoid
+    # (0/1 + 1/2) / 2 = 1/4; query 100300 ranks 100301 first: AP 1. The held-out part scores
+    # exactly what the same photos score as a benchmark of their own.
+    ranks = np.array([[0, 2, 1, 3, 4], [3, 4, 0, 1, 2]])
+    own = tmp_path / "own"
+    (own / "jpg").mkdir(parents=True)
+    for name in names[3:]:
+        (own / "jpg" / f"{name}.jpg").write_bytes(b"\xff\xd8")
+    alone = benchmarks.load_benchmark("holidays", own)
+    expected = 100 * (1 / 4 + 1) / 2
+    assert benchmarks.score_ranks(part, ranks)["mAP"] == pytest.approx(expected)
+    assert benchmarks.score_ranks(alone, ranks)["mAP"] == pytest.approx(expected)
+
+
+def test_held_out_groups_needs_labels():
+    bench = leave_one_out_benchmark("loo", [Path("a.jpg"), Path("b.jpg")], np.array([0, 0]))
+    bench.labels = None
+    with pytest.raises(ValueError, match="no labels"):
+        benchmarks.held_out_groups(bench, lambda g: True)

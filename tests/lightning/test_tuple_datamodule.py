@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from retrieval.data import formats
+from retrieval.data.augment import Augmentation
 from retrieval.data.epoch_tuples import EpochTuples
 from retrieval.data.tuples import sample_epoch
 from retrieval.extraction.extract import extract_descriptors
@@ -176,7 +177,8 @@ def test_dataloaders_save_the_epoch_tuples_and_val_mines_the_db_pairs(world, net
     ).to_lists()
     val = sfm_source(world, "val")
     config = dataclasses.replace(MINING, positives="random_topk_inliers", positive_topk=2)
-    module = TupleDataModule(train, config, val, output_dir=tmp_path)
+    turn = Augmentation(rotate90=1.0)
+    module = TupleDataModule(train, config, val, output_dir=tmp_path, augment=turn)
     logger = RecordingLogger()
     module.trainer = SimpleNamespace(
         lightning_module=SimpleNamespace(net=net),
@@ -191,6 +193,7 @@ def test_dataloaders_save_the_epoch_tuples_and_val_mines_the_db_pairs(world, net
     assert len(loader.dataset) == 6 and loader.batch_size == config.batch_size
     images, target = next(iter(loader))[0]
     assert len(images) == 4 and target.tolist() == [-1, 1, 0, 0]
+    assert loader.dataset.augment == turn  # training images are augmented...
     # Training positives: among each query's 2 candidates sharing the most 3D points.
     for q, p in zip(saved.query.tolist(), saved.positive.tolist(), strict=True):
         ranked = sorted((c for c in train.candidates[q] if c[0] != q), key=lambda c: -c[1])
@@ -198,7 +201,7 @@ def test_dataloaders_save_the_epoch_tuples_and_val_mines_the_db_pairs(world, net
     ((metrics, step),) = logger.calls
     assert step == 17 and metrics and all(k.startswith("train/mining_") for k in metrics)
     # Validation mines its own split with the database pairs, whatever data.positives says.
-    module.val_dataloader()
+    assert module.val_dataloader().dataset.augment is None  # ... validation images never
     saved_val = EpochTuples.load(tmp_path / "tuples" / "val_epoch003.npz")
     db_pairs = set(zip(val.qidxs.tolist(), val.pidxs.tolist(), strict=True))
     val_pairs = zip(saved_val.query.tolist(), saved_val.positive.tolist(), strict=True)

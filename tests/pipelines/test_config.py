@@ -114,6 +114,8 @@ def test_unknown_choice_lists_valid_options(compose_train):
         ("loss.margin=wide", "loss.margin"),
         ("data.batch_size=five", "data.batch_size"),
         ("+data.chunk_size=big", "data.chunk_size"),
+        ("data.augment.crop=0", "data.augment"),
+        ("data.augment.rotate90=often", "data.augment.rotate90"),
     ],
 )
 def test_invalid_values_fail_at_start_up_naming_the_key(override, key, compose_train):
@@ -154,6 +156,7 @@ def test_extract_options_are_validated():
         ("+data.synthetic.seedd=3", "data.synthetic.seedd", "data.synthetic.seed"),
         ("+extract.precison=fp32", "extract.precison", "extract.precision"),
         ("+paths.cachedir=/tmp", "paths.cachedir", "paths.cache_dir"),
+        ("+data.augment.rotate=0.5", "data.augment.rotate", "data.augment.rotate90"),
     ],
 )
 def test_a_key_added_with_plus_under_a_fixed_group_is_refused(
