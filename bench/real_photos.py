@@ -83,6 +83,13 @@ def whitening(args: argparse.Namespace, net: RetrievalNet, train: RetrievalBench
     return lambda db, qs: (apply_whitening(db, mean, P), apply_whitening(qs, mean, P))
 
 
+def load_network(checkpoint: Path | None) -> RetrievalNet:
+    """The fine-tuned network of a checkpoint, or conf/'s off-the-shelf one, in eval mode."""
+    if checkpoint:
+        return load_checkpoint(checkpoint).eval()
+    return build_net("efficientnet_lite0", "gem", {"p": 3.0, "learn_p": True}, "imagenet").eval()
+
+
 def held_out(benchmark: RetrievalBenchmark, n_train: int):
     """Its groups after the first `n_train` (in sorted object-id order): the split that
     `data=labels data.train_classes=n_train` never trains on."""
@@ -107,11 +114,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache/retrieval/descriptors")
     args = parser.parse_args()
     start = time.perf_counter()
-    if args.checkpoint:
-        net = load_checkpoint(args.checkpoint)
-    else:
-        net = build_net("efficientnet_lite0", "gem", {"p": 3.0, "learn_p": True}, "imagenet")
-    net.eval()
+    net = load_network(args.checkpoint)
     coil_train, coil_test = coil_split(args.data)
     post = whitening(args, net, coil_train, args.cache)
     sets = (  # name, benchmark, longest side, groups trained on by its data=labels recipe

@@ -15,6 +15,8 @@ import numpy as np
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
+from retrieval.data.transforms import RESAMPLE, resize_longest
+
 
 @dataclass(frozen=True)
 class Augmentation:
@@ -36,18 +38,23 @@ class Augmentation:
     def active(self) -> bool:
         return self.crop < 1.0 or self.rotate90 > 0.0 or self.color > 0.0
 
-    def geometry(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
-        """The crop and the quarter turn, on the full-size image (before it is shrunk)."""
+    def geometry(
+        self, img: Image.Image, size: tuple[int, int], rng: np.random.Generator
+    ) -> Image.Image:
+        """The crop, resized to `size` (the plain image's prepared size: an image keeps its
+        shape, so the backbone's kernels built for one shape serve every epoch), then the
+        quarter turn."""
         if self.crop < 1.0:
-            img = _random_crop(img, self.crop, rng)
+            img = random_crop(img, self.crop, rng).resize(size, RESAMPLE)
+        else:
+            img = resize_longest(img, max(size))
         if rng.random() < self.rotate90:
-            img = img.transpose(
-                Image.Transpose.ROTATE_90 if rng.random() < 0.5 else Image.Transpose.ROTATE_270
-            )
+            turn = Image.Transpose.ROTATE_90 if rng.random() < 0.5 else Image.Transpose.ROTATE_270
+            img = img.transpose(turn)
         return img
 
     def colour(self, img: Image.Image, rng: np.random.Generator) -> Image.Image:
-        """The colour jitter, on the shrunk image (cheaper, same effect)."""
+        """The colour jitter, on the shrunk image (cheaper than on the full one)."""
         if self.color > 0.0:
             low, high = 1.0 - self.color, 1.0 + self.color
             img = TF.adjust_brightness(img, float(rng.uniform(low, high)))
@@ -56,7 +63,7 @@ class Augmentation:
         return img
 
 
-def _random_crop(img: Image.Image, min_area: float, rng: np.random.Generator) -> Image.Image:
+def random_crop(img: Image.Image, min_area: float, rng: np.random.Generator) -> Image.Image:
     """A crop of a random share of the area in [min_area, 1], aspect ratio within 3/4..4/3 of
     the image's, at a random place."""
     width, height = img.size

@@ -12,7 +12,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from retrieval.data.augment import Augmentation, image_generator
 from retrieval.data.epoch_tuples import EpochTuples
-from retrieval.data.transforms import load_image, normalize_pixels, prepare_image, resize_longest
+from retrieval.data.transforms import load_image, normalize_pixels, prepare_image, thumbnail_size
 
 TupleItem = tuple[list[Tensor], Tensor]
 
@@ -67,8 +67,9 @@ class TupleDataset(Dataset):
         if self.augment is None:
             return prepare_image(path, self.max_side, self.mean, self.std)
         rng = image_generator(self.seed, self.tuples.epoch or 0, item, position)
-        img = self.augment.geometry(load_image(path), rng)
-        img = self.augment.colour(resize_longest(img, self.max_side), rng)
+        img = load_image(path)
+        img = self.augment.geometry(img, thumbnail_size(*img.size, self.max_side), rng)
+        img = self.augment.colour(img, rng)
         return normalize_pixels(pil_to_tensor(img), self.mean, self.std)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from retrieval.data.augment import Augmentation, image_generator
+from retrieval.data.augment import Augmentation, image_generator, random_crop
 from retrieval.data.epoch_tuples import EpochTuples
 from retrieval.data.transforms import prepare_image
 from retrieval.data.tuple_dataset import TupleDataset
@@ -46,7 +46,7 @@ def test_the_defaults_change_nothing(photos):
 
 def test_a_quarter_turn_is_the_turned_image():
     img, rng = gradient(), image_generator(0, 0, 0, 0)
-    turned = Augmentation(rotate90=1.0).geometry(img, rng)
+    turned = Augmentation(rotate90=1.0).geometry(img, img.size, rng)
     assert turned.size == (32, 48)
     left = np.asarray(img.transpose(Image.Transpose.ROTATE_90))
     right = np.asarray(img.transpose(Image.Transpose.ROTATE_270))
@@ -54,7 +54,10 @@ def test_a_quarter_turn_is_the_turned_image():
     assert np.array_equal(out, left) or np.array_equal(out, right)
     turns = [
         np.array_equal(
-            np.asarray(Augmentation(rotate90=1.0).geometry(img, image_generator(0, 0, i, 0))), left
+            np.asarray(
+                Augmentation(rotate90=1.0).geometry(img, img.size, image_generator(0, 0, i, 0))
+            ),
+            left,
         )
         for i in range(40)
     ]
@@ -65,7 +68,7 @@ def test_a_crop_is_a_window_of_the_image_with_at_least_the_area_asked():
     img = gradient(64, 48)
     pixels = np.asarray(img)
     for item in range(30):
-        crop = Augmentation(crop=0.5).geometry(img, image_generator(1, 0, item, 0))
+        crop = random_crop(img, 0.5, image_generator(1, 0, item, 0))
         w, h = crop.size
         assert w * h >= 0.5 * 64 * 48 * 0.9  # rounding of each side
         assert w <= 64 and h <= 48
@@ -78,6 +81,20 @@ def test_a_crop_is_a_window_of_the_image_with_at_least_the_area_asked():
             if np.array_equal(pixels[y : y + h, x : x + w], window)
         ]
         assert found, f"crop {item} ({w}x{h}) is not a window of the image"
+
+
+def test_a_cropped_image_keeps_the_plain_images_shape():
+    """Kernels are built per input shape: a new shape for every crop would rebuild them."""
+    img = gradient(64, 48)
+    shapes = {
+        Augmentation(crop=0.3).geometry(img, (32, 24), image_generator(2, 0, i, 0)).size
+        for i in range(10)
+    }
+    assert shapes == {(32, 24)}
+    turned = Augmentation(crop=0.3, rotate90=1.0).geometry(
+        img, (32, 24), image_generator(2, 0, 0, 0)
+    )
+    assert turned.size == (24, 32)
 
 
 def test_colour_jitter_changes_colours_not_geometry():
