@@ -134,9 +134,9 @@ def test_labelled_folder_trains_with_the_same_mining(tmp_path, train_job):
     (folder / "groundtruth.csv").write_text(
         "path,object_id\n" + "".join(f"{shared / path},{obj}\n" for path, obj in chosen)
     )
-    results = train_job(
+    results = train_job(  # the labelled-photos recipe (augmented), scaled down
         tmp_path / "run",
-        "data=labels",
+        "experiment=labelled_photos",
         f"data.root={folder}",
         "data.train_classes=4",
         "data.qsize=8",

@@ -10,8 +10,10 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
+from retrieval.data.augment import Augmentation
 from retrieval.pipelines.config import (
     ConfigError,
+    augmentation_from_config,
     build_net_from_config,
     extract_options,
     validate_network_config,
@@ -92,6 +94,15 @@ def test_experiment_reproduces_cirtorch_recipe(compose_train):
     cfg.backbone.name = "efficientnet_lite0"
     with pytest.raises(ConfigError, match=r"'cirtorch' weights exist for \['resnet101'"):
         validate_network_config(cfg)
+
+
+def test_the_labelled_photos_recipe_trains_augmented_on_labels(compose_train):
+    cfg = compose_train("experiment=labelled_photos", "data.root=/photos")
+    validate_train_config(cfg)
+    assert cfg.data.kind == "labels" and cfg.data.root == "/photos"
+    assert augmentation_from_config(cfg.data) == Augmentation(crop=0.7, rotate90=0.5, color=0.2)
+    assert cfg.optimizer.lr == 1e-5 and cfg.trainer.max_epochs == 4
+    assert augmentation_from_config(compose_train().data) == Augmentation()  # default: none
 
 
 def test_unknown_choice_lists_valid_options(compose_train):
