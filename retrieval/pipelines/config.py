@@ -82,6 +82,13 @@ def validate_train_config(cfg: DictConfig) -> None:
     )
     if data.kind == "classes":
         validate_label_data_config(data)
+        augment = augmentation_from_config(data)
+        _check(
+            augment is None or not augment.active,
+            "data.augment",
+            "class batches (AP loss) train on plain images; augmentation is for tuple training "
+            "(data=synthetic, labels, sfm120k, sfm_photos). Remove data.augment.",
+        )
         return
     # data.qsize, poolsize and nnum are checked where mining is set up (validate_mining_setup).
     for key in ("batch_size", "image_size"):

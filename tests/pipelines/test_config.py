@@ -127,10 +127,11 @@ def test_unknown_choice_lists_valid_options(compose_train):
         ("+data.chunk_size=big", "data.chunk_size"),
         ("data.augment.crop=0", "data.augment"),
         ("data.augment.rotate90=often", "data.augment.rotate90"),
+        ("data=class_folders +data.augment.crop=0.5", "data.augment"),
     ],
 )
 def test_invalid_values_fail_at_start_up_naming_the_key(override, key, compose_train):
-    cfg = compose_train(override)
+    cfg = compose_train(*override.split())
     with pytest.raises(ConfigError, match=f"`{key}`"):
         validate_train_config(cfg)
 
